@@ -11,3 +11,14 @@ from monai_lpuwf.metrics.image_scores import (
     to_unit_range,
 )
 from monai_lpuwf.metrics.lesion import compute_lesion_scores, difference_map, lesion_mask
+from monai_lpuwf.metrics.inception import (
+    FID_WEIGHTS_FILENAME,
+    FID_WEIGHTS_URL,
+    INCEPTION_WEIGHTS_ENV,
+    FIDInceptionV3,
+    InceptionFeatureExtractor,
+    load_fid_inception,
+)
+from monai_lpuwf.metrics.inception_score import inception_score
+from monai_lpuwf.metrics.fid import compute_fid_is, frechet_distance_from_features
+from monai_lpuwf.metrics.weights import resolve_weights_path
