@@ -1,0 +1,46 @@
+"""Ignite/MONAI training engines and handlers for the LPUWF-LDM stages (used by the bundle in ``bundle/``)."""
+
+from __future__ import annotations
+
+from .checkpoint import AtomicCheckpointSaver, StageOrderError, load_stage_weights
+from .determinism import DeterministicSeedHandler, derive_seed
+from .image_grid import ImageGridHandler, make_image_grid
+from .prepare_batch import AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
+from .progress import TrainingProgressBar
+from .scale_factor import ScaleFactorHandler, compute_scale_factor
+from .trainers import (
+    AutoencoderGanTrainer,
+    LatentDiffusionTrainer,
+    LPUWFDenoiser,
+    LPUWFTrainer,
+    kl_divergence,
+    loss_terms,
+)
+from .validation import KeyedPrepareBatch, ReconstructionInferer, image_quality_metrics, ms_ssim_min_size, unit_range_pairs
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AutoencoderGanTrainer",
+    "AutoencoderPrepareBatch",
+    "DeterministicSeedHandler",
+    "ImageGridHandler",
+    "KeyedPrepareBatch",
+    "LPUWFDenoiser",
+    "LPUWFTrainer",
+    "LatentDiffusionPrepareBatch",
+    "LatentDiffusionTrainer",
+    "ReconstructionInferer",
+    "ScaleFactorHandler",
+    "StageOrderError",
+    "TrainingProgressBar",
+    "compute_scale_factor",
+    "derive_seed",
+    "get_batch_item",
+    "image_quality_metrics",
+    "kl_divergence",
+    "load_stage_weights",
+    "loss_terms",
+    "make_image_grid",
+    "ms_ssim_min_size",
+    "unit_range_pairs",
+]

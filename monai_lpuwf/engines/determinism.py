@@ -1,0 +1,95 @@
+"""Deterministic seeding that survives an interrupted and resumed run.
+
+Ignite's plain :class:`~ignite.engine.Engine` resumes a checkpoint taken in the middle of an epoch by counting
+the remaining iterations but it restarts the data iterator from the first batch, and every random draw after
+the restart differs from the uninterrupted run. :class:`DeterministicSeedHandler` makes a resumed run
+identical to an uninterrupted one:
+
+- at every epoch start the global generators (torch, numpy, python) are seeded from ``(seed, epoch)``, before
+  the data iterator is created, so the shuffling order and the data-loader worker seeds depend only on the
+  epoch; with ``num_workers=0`` the random transforms of the dataset are re-seeded too (MONAI seeds them
+  once per loader otherwise);
+- at every iteration start they are seeded from ``(seed, iteration, rank)``, so noise, timesteps and
+  phase choices depend only on the iteration;
+- when the run starts in the middle of an epoch (after :class:`monai.handlers.CheckpointLoader`), the
+  already-trained batches of that epoch are drawn and skipped, so training continues with the next batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from monai.data.utils import set_rnd
+from monai.utils import IgniteInfo, min_version, optional_import, set_determinism
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["DeterministicSeedHandler", "derive_seed"]
+
+_EPOCH, _ITERATION = 1, 2
+
+
+def derive_seed(seed: int, *counters: int) -> int:
+    """A 31-bit seed derived from ``seed`` and counters with :class:`numpy.random.SeedSequence` (no collisions by sums)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, counters)]).generate_state(1)[0] >> 1)
+
+
+class _SkipFirstBatches:
+    """Iterable over ``data`` whose first iteration skips ``skip`` items; later iterations are complete."""
+
+    def __init__(self, data: Iterable, skip: int) -> None:
+        self.data = data
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator:
+        iterator = iter(self.data)
+        skip, self.skip = self.skip, 0
+        for _ in range(skip):
+            next(iterator)
+        return iterator
+
+
+class DeterministicSeedHandler:
+    """Seed every epoch and iteration from ``seed`` and fast-forward a resumed epoch (see the module docstring).
+
+    Args:
+        seed: base seed of the run.
+        reseed_dataset: re-seed the dataset's random transforms at every epoch start when the loader has no
+            worker processes (with workers, MONAI's ``worker_init_fn`` seeds them from the epoch's generator).
+
+    Example (bundle config, after the ``CheckpointLoader`` or anywhere in ``train_handlers``)::
+
+        {"_target_": "monai_lpuwf.engines.DeterministicSeedHandler", "seed": "@seed"}
+    """
+
+    def __init__(self, seed: int = 0, reseed_dataset: bool = True) -> None:
+        self.seed = int(seed)
+        self.reseed_dataset = reseed_dataset
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self.iteration_started)
+
+    @staticmethod
+    def _rank() -> int:
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def epoch_started(self, engine: Any) -> None:
+        set_determinism(seed=derive_seed(self.seed, _EPOCH, engine.state.epoch))
+        loader = getattr(engine, "data_loader", None)
+        if self.reseed_dataset and loader is not None and getattr(loader, "num_workers", 1) == 0:
+            set_rnd(loader.dataset, derive_seed(self.seed, _EPOCH, engine.state.epoch, self._rank()))
+        epoch_length = engine.state.epoch_length
+        done_in_epoch = engine.state.iteration % epoch_length if epoch_length else 0
+        if done_in_epoch:  # resumed in the middle of an epoch: skip the batches already trained on
+            engine.logger.info(f"resuming epoch {engine.state.epoch} after its first {done_in_epoch} iterations")
+            engine.state.dataloader = _SkipFirstBatches(engine.state.dataloader, done_in_epoch)
+
+    def iteration_started(self, engine: Any) -> None:
+        set_determinism(seed=derive_seed(self.seed, _ITERATION, engine.state.iteration, self._rank()))

@@ -1,0 +1,143 @@
+"""``prepare_batch`` callables for the LPUWF-LDM training stages.
+
+They follow :class:`monai.engines.PrepareBatch`: called as ``prepare_batch(batchdata, device, non_blocking,
+**kwargs)`` by a MONAI engine and return ``(inputs, targets, args, kwargs)``.
+
+- :class:`AutoencoderPrepareBatch` (stages 1 and 2): one FA phase per batch (the authors pick early or late at
+  random for every batch) as input and target, plus the SLO as the decoder condition when asked.
+- :class:`LatentDiffusionPrepareBatch` (stages 3 and 4): encodes the FA phase with the frozen autoencoder into
+  *scaled* latents and draws latent-shaped noise (low-frequency enhanced, see
+  :class:`monai_lpuwf.noise.LowFrequencyEnhancedNoise`) and timesteps. MONAI's
+  :class:`~monai.engines.DiffusionPrepareBatch` draws image-sized noise and has no slot for a ControlNet
+  condition; this class keeps its ``get_noise`` / ``get_timesteps`` / ``get_target`` hooks and adds both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.engines.utils import DiffusionPrepareBatch, PrepareBatch
+from monai.utils import ensure_tuple
+
+from monai_lpuwf.keys import UWFKeys
+
+__all__ = ["AutoencoderPrepareBatch", "LatentDiffusionPrepareBatch", "get_batch_item"]
+
+
+def get_batch_item(
+    batchdata: Mapping[str, Any], key: str, device: str | torch.device | None, non_blocking: bool = False, **kwargs
+) -> torch.Tensor:
+    """``batchdata[key]`` moved to ``device``, with an error naming the key and the keys present when missing."""
+    if not isinstance(batchdata, Mapping):
+        raise TypeError(f"expected a dictionary batch (keys such as {UWFKeys.SLO!r}), got {type(batchdata).__name__}.")
+    if key not in batchdata:
+        raise KeyError(
+            f"batch has no key {key!r} (keys present: {sorted(batchdata)}); check the datalist and the transforms, "
+            f"e.g. stage 4 needs {UWFKeys.LATE!r} and {UWFKeys.CTRD!r} (uwf_train_transforms(with_late=True))."
+        )
+    return torch.as_tensor(batchdata[key]).to(device=device, non_blocking=non_blocking, **kwargs)
+
+
+class AutoencoderPrepareBatch(PrepareBatch):
+    """Batch for the autoencoder stages: ``(fa, fa, (), {"cond": slo})``.
+
+    Args:
+        image_keys: FA keys to train on. With several keys, one is drawn per batch from the global torch
+            generator (reproducible under :class:`~monai_lpuwf.engines.DeterministicSeedHandler`), as the authors
+            draw early or late phase per batch.
+        condition_key: key of the SLO passed to the decoder as ``cond`` (stage 2), or ``None`` (stage 1).
+
+    Returns (from ``__call__``):
+        ``fa`` (B, 1, H, W) twice (input and target), no positional arguments, and ``{"cond": slo (B, 3, H, W)}``
+        or ``{}``.
+    """
+
+    def __init__(self, image_keys: str | Sequence[str] = (UWFKeys.EARLY, UWFKeys.LATE), condition_key: str | None = None):
+        self.image_keys = ensure_tuple(image_keys)
+        if not self.image_keys:
+            raise ValueError("image_keys must name at least one FA key, e.g. ('early', 'late').")
+        self.condition_key = condition_key
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        index = int(torch.randint(len(self.image_keys), (1,)).item()) if len(self.image_keys) > 1 else 0
+        images = get_batch_item(batchdata, self.image_keys[index], device, non_blocking, **kwargs)
+        extra = {}
+        if self.condition_key is not None:
+            extra["cond"] = get_batch_item(batchdata, self.condition_key, device, non_blocking, **kwargs)
+        return images, images, (), extra
+
+
+class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
+    """Batch for the latent diffusion stages: scaled FA latents, latent-shaped noise, timesteps and the SLO.
+
+    Args:
+        num_train_timesteps: number of diffusion training timesteps; timesteps are drawn uniformly in
+            ``[0, num_train_timesteps)``.
+        encoder: callable ``fa (B, 1, H, W) -> scaled latents (B, C, H/f, W/f)``, normally
+            ``LPUWFModel.encode_latents`` (it multiplies by the model's ``scale_factor``). Run under
+            ``torch.no_grad``: the autoencoder is frozen in these stages.
+        image_key: FA phase to encode: ``"early"`` (stage 3) or ``"late"`` (stage 4).
+        condition_key: key of the full-resolution SLO given to the ControlNet.
+        noise: callable ``noise(like) -> tensor`` of the same shape, e.g.
+            :class:`monai_lpuwf.noise.LowFrequencyEnhancedNoise`; ``None`` = standard Gaussian noise.
+        weight_key: key of a weight map (the CTRD map, image resolution) passed on as ``weight_map`` (stage 4).
+        mask_key: key of a field-of-view mask passed on as ``mask``.
+
+    Returns (from ``__call__``):
+        ``(latents, target, (), kwargs)`` where ``target`` is the noise (epsilon prediction) and ``kwargs`` holds
+        ``noise``, ``timesteps`` (B,), ``condition`` (the SLO, (B, 3, H, W)) and, when configured,
+        ``weight_map`` (B, 1, H, W) and ``mask`` (B, 1, H, W).
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        encoder: Callable[[torch.Tensor], torch.Tensor],
+        image_key: str = UWFKeys.EARLY,
+        condition_key: str = UWFKeys.SLO,
+        noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        weight_key: str | None = None,
+        mask_key: str | None = None,
+    ) -> None:
+        super().__init__(num_train_timesteps=num_train_timesteps, condition_name=condition_key)
+        self.encoder = encoder
+        self.image_key = image_key
+        self.noise = noise
+        self.weight_key = weight_key
+        self.mask_key = mask_key
+
+    def get_noise(self, images: torch.Tensor) -> torch.Tensor:
+        """Latent-shaped noise: the configured generator, or standard Gaussian noise."""
+        return torch.randn_like(images) if self.noise is None else self.noise(images)
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        images = get_batch_item(batchdata, self.image_key, device, non_blocking, **kwargs)
+        with torch.no_grad():
+            latents = self.encoder(images).detach()
+        noise = self.get_noise(latents)
+        timesteps = self.get_timesteps(latents)
+        target = self.get_target(latents, noise, timesteps)
+        infer_kwargs: dict[str, Any] = {
+            "noise": noise,
+            "timesteps": timesteps,
+            "condition": get_batch_item(batchdata, self.condition_name, device, non_blocking, **kwargs),
+        }
+        if self.weight_key is not None:
+            infer_kwargs["weight_map"] = get_batch_item(batchdata, self.weight_key, device, non_blocking, **kwargs)
+        if self.mask_key is not None:
+            infer_kwargs["mask"] = get_batch_item(batchdata, self.mask_key, device, non_blocking, **kwargs)
+        return latents, target, (), infer_kwargs

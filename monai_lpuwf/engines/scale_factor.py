@@ -1,0 +1,95 @@
+"""The latent scale factor: computed once from data (1 / std of the unscaled latents) at the start of stage 3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch import nn
+
+from monai_lpuwf.engines.prepare_batch import get_batch_item
+from monai_lpuwf.keys import UWFKeys
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["compute_scale_factor", "ScaleFactorHandler"]
+
+
+@torch.no_grad()
+def compute_scale_factor(
+    autoencoder: nn.Module,
+    data_loader: Iterable,
+    image_key: str = UWFKeys.EARLY,
+    device: str | torch.device = "cpu",
+    num_batches: int | None = None,
+) -> float:
+    """``1 / std`` of the autoencoder's (sampled, unscaled) latents over ``num_batches`` batches of ``data_loader``.
+
+    The standard deviation is taken over every latent element of every batch (sums of x and x^2 in float64),
+    and over every process when ``torch.distributed`` is initialised, so all ranks get the same value.
+
+    Args:
+        autoencoder: an AutoencoderKL with ``encode_stage_2_inputs(x)`` (``LPUWFModel.autoencoder``).
+        data_loader: yields dictionary batches holding ``image_key``.
+        image_key: FA key to encode.
+        device: device for the encoder.
+        num_batches: batches to use (``None`` = the whole loader).
+
+    Returns:
+        the scale factor, a Python float.
+    """
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # count, sum, sum of squares
+    was_training = autoencoder.training
+    autoencoder.eval()
+    for i, batch in enumerate(data_loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        z = autoencoder.encode_stage_2_inputs(get_batch_item(batch, image_key, device)).double()
+        stats += torch.stack([torch.tensor(z.numel(), dtype=torch.float64, device=device), z.sum(), z.pow(2).sum()])
+    autoencoder.train(was_training)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(stats)
+    count, total, total_sq = stats.tolist()
+    if count < 2:
+        raise ValueError(f"cannot compute the latent scale factor: no batch with key {image_key!r} in the data loader.")
+    var = (total_sq - total * total / count) / (count - 1)
+    if var <= 0:
+        raise ValueError("cannot compute the latent scale factor: the latents are constant (is the autoencoder trained?).")
+    return float(var**-0.5)
+
+
+class ScaleFactorHandler:
+    """Compute the latent scale factor from data when a run starts fresh and store it in ``model.scale_factor``.
+
+    On a resumed run (``engine.state.iteration > 0`` after :class:`monai.handlers.CheckpointLoader`) nothing is
+    computed: the saved ``scale_factor`` buffer comes back with the model weights. Attach it in stage 3 only;
+    stage 4 and inference use the value stored in the checkpoint.
+
+    Args:
+        model: the :class:`~monai_lpuwf.networks.LPUWFModel` (it has a ``scale_factor`` buffer and ``.autoencoder``).
+        data_loader: training loader (dictionary batches).
+        image_key: FA key encoded (``"early"`` in stage 3).
+        num_batches: batches used (``None`` = all).
+    """
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, image_key: str = UWFKeys.EARLY, num_batches: int | None = 8):
+        self.model = model
+        self.data_loader = data_loader
+        self.image_key = image_key
+        self.num_batches = num_batches
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Any) -> None:
+        if engine.state.iteration > 0:
+            engine.logger.info(f"resumed run: keeping the saved latent scale factor {float(self.model.scale_factor):.6g}")
+            return
+        value = compute_scale_factor(
+            self.model.autoencoder, self.data_loader, self.image_key, engine.state.device, self.num_batches
+        )
+        self.model.scale_factor.fill_(value)
+        engine.logger.info(f"latent scale factor computed from the data: {value:.6g}")
