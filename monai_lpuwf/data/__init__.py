@@ -1,0 +1,23 @@
+"""Triplet datalists and synthetic UWF phantoms."""
+
+from .datalists import (
+    IMAGE_SUFFIXES,
+    IncompleteTripletError,
+    datalist_from_file,
+    datalist_from_folder,
+    split_datalist,
+    write_datalist,
+)
+from .phantoms import PHANTOM_MARKER, generate_phantoms, render_phantom
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "IncompleteTripletError",
+    "datalist_from_file",
+    "datalist_from_folder",
+    "split_datalist",
+    "write_datalist",
+    "PHANTOM_MARKER",
+    "generate_phantoms",
+    "render_phantom",
+]

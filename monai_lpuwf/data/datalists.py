@@ -1,0 +1,293 @@
+"""MONAI datalists of UWF triplets (SLO, early-phase FA, late-phase FA).
+
+A datalist is a ``list[dict]`` whose items hold file paths under the keys of :class:`~monai_lpuwf.keys.UWFKeys`
+(``"slo"``, ``"early"``, ``"late"``), as consumed by :class:`monai.data.Dataset` and
+:class:`~monai_lpuwf.transforms.LoadUWFImaged`. On disk a datalist is a decathlon-style JSON file
+``{"training": [...], "validation": [...]}`` readable by :func:`monai.data.load_decathlon_datalist`.
+
+Folder convention (the authors' one): ``N.ext`` = SLO, ``N.1.ext`` = early-phase FA, ``N.2.ext`` = late-phase FA,
+``N`` being any name, triplets grouped per folder (``train/1.bmp`` and ``val/1.bmp`` are different triplets).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.config import PathLike
+from monai.data import load_decathlon_datalist
+from monai.utils import look_up_option
+
+from monai_lpuwf.keys import UWFKeys
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "IncompleteTripletError",
+    "datalist_from_folder",
+    "datalist_from_file",
+    "split_datalist",
+    "write_datalist",
+]
+
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
+_PHASE_KEY = {None: UWFKeys.SLO.value, "1": UWFKeys.EARLY.value, "2": UWFKeys.LATE.value}
+_TRIPLET_KEYS = (UWFKeys.SLO.value, UWFKeys.EARLY.value, UWFKeys.LATE.value)
+_NAME = re.compile(r"^(?P<id>.+?)(?:\.(?P<phase>[12]))?(?P<ext>\.nii\.gz|\.[A-Za-z0-9]+)$")
+
+
+class IncompleteTripletError(ValueError):
+    """Some triplets lack a required image; the message lists every offending triplet and file name."""
+
+
+def _natural_key(text: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _required(require_late: bool, require_early: bool) -> tuple[str, ...]:
+    return (UWFKeys.SLO.value,) + ((UWFKeys.EARLY.value,) if require_early else ()) + (
+        (UWFKeys.LATE.value,) if require_late else ()
+    )
+
+
+def _report_incomplete(problems: list[str], source: PathLike, on_incomplete: str, fix: str) -> None:
+    if not problems:
+        return
+    msg = f"{source}: {len(problems)} incomplete triplet(s):\n  " + "\n  ".join(problems) + f"\n{fix}"
+    if on_incomplete == "raise":
+        raise IncompleteTripletError(msg)
+    if on_incomplete == "warn":
+        warnings.warn(msg, stacklevel=3)
+
+
+def datalist_from_folder(
+    folder: PathLike,
+    require_late: bool = True,
+    require_early: bool = True,
+    recursive: bool = True,
+    on_incomplete: str = "raise",
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+) -> list[dict]:
+    """Discover triplets named ``N.ext`` (SLO), ``N.1.ext`` (early FA), ``N.2.ext`` (late FA) in a folder.
+
+    Args:
+        folder: root folder; with ``recursive`` its sub-folders (e.g. ``train/``, ``val/``) are searched too and
+            triplets are grouped per folder.
+        require_late: a triplet without ``N.2.ext`` is incomplete. ``False`` for inference lists: items then
+            carry ``"late"`` only where the file exists.
+        require_early: likewise for the early phase ``N.1.ext``.
+        recursive: search sub-folders.
+        on_incomplete: ``"raise"`` (default) an :class:`IncompleteTripletError` listing all offending names,
+            ``"warn"`` and skip them, or ``"skip"`` silently.
+        suffixes: image suffixes considered (case-insensitive); other files are ignored.
+
+    Returns:
+        items ``{"slo": path, "early": path, "late": path}`` (absolute path strings), sorted by folder then
+        natural order of ``N`` (2 before 10).
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no image.
+        IncompleteTripletError: a triplet lacks a required phase or has two files for one phase.
+    """
+    root = Path(folder)
+    on_incomplete = look_up_option(on_incomplete, ("raise", "warn", "skip"))
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder; give the folder holding N.ext, N.1.ext, N.2.ext files.")
+    suffixes = tuple(s.lower() for s in suffixes)
+    files = root.rglob("*") if recursive else root.glob("*")
+    groups: dict[tuple[str, str], dict[str, list[Path]]] = {}
+    for f in files:
+        match = _NAME.match(f.name)
+        if not f.is_file() or f.name.startswith(".") or match is None or match["ext"].lower() not in suffixes:
+            continue
+        rel_dir = f.parent.relative_to(root).as_posix()
+        groups.setdefault((rel_dir, match["id"]), {}).setdefault(_PHASE_KEY[match["phase"]], []).append(f)
+    if not groups:
+        raise FileNotFoundError(
+            f"{root}: no image files ({', '.join(suffixes)}) found; expected N.ext (SLO), N.1.ext (early FA), "
+            "N.2.ext (late FA)."
+        )
+    required = _required(require_late, require_early)
+    items, problems = [], []
+    for rel_dir, ident in sorted(groups, key=lambda g: (_natural_key(g[0]), _natural_key(g[1]))):
+        phases = groups[(rel_dir, ident)]
+        name = ident if rel_dir == "." else f"{rel_dir}/{ident}"
+        doubles = {k: v for k, v in phases.items() if len(v) > 1}
+        missing = [k for k in required if k not in phases]
+        if doubles:
+            listing = "; ".join(f"{k}: " + ", ".join(sorted(p.name for p in v)) for k, v in doubles.items())
+            problems.append(f"{name}: several files for one phase ({listing})")
+        elif missing:
+            present = ", ".join(sorted(p[0].name for p in phases.values()))
+            want = {"slo": f"{ident}.ext", "early": f"{ident}.1.ext", "late": f"{ident}.2.ext"}
+            problems.append(
+                f"{name}: missing {', '.join(f'{k} ({want[k]})' for k in missing)}; present: {present}"
+            )
+        else:
+            items.append({k: str(phases[k][0].resolve()) for k in _TRIPLET_KEYS if k in phases})
+    _report_incomplete(
+        problems,
+        root,
+        on_incomplete,
+        "Fix: add the missing files, move the stray ones out of the folder, pass require_late=False "
+        "(inference lists) or on_incomplete='skip'.",
+    )
+    return items
+
+
+def _resolve(value: str, base: Path) -> str:
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def datalist_from_file(
+    path: PathLike,
+    require_late: bool = True,
+    require_early: bool = True,
+    section: str = "training",
+    base_dir: PathLike | None = None,
+    on_incomplete: str = "raise",
+) -> list[dict]:
+    """Read a triplet list from a CSV or JSON file.
+
+    Accepted layouts: a CSV with a header row naming the columns ``slo``, ``early``, ``late`` (``late`` may be
+    missing or empty for inference lists); a JSON list of such dicts; a decathlon-style JSON dict, from which
+    ``section`` (``"training"``, ``"validation"``, ``"test"``) is read with
+    :func:`monai.data.load_decathlon_datalist`. Relative paths are resolved against ``base_dir`` (default: the
+    list file's folder).
+
+    Args:
+        path: ``.csv`` or ``.json`` file.
+        require_late: an item without a late-phase path is incomplete.
+        require_early: an item without an early-phase path is incomplete.
+        section: the section of a decathlon-style JSON.
+        base_dir: folder that relative paths start from.
+        on_incomplete: ``"raise"``, ``"warn"`` (skip) or ``"skip"``, as in :func:`datalist_from_folder`. Files that
+            do not exist always raise (``FileNotFoundError`` listing them).
+
+    Returns:
+        items with absolute path strings; other columns/fields are kept as they are.
+    """
+    path = Path(path)
+    on_incomplete = look_up_option(on_incomplete, ("raise", "warn", "skip"))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: datalist file not found.")
+    base = Path(base_dir) if base_dir is not None else path.parent
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or UWFKeys.SLO.value not in rows[0]:
+            raise ValueError(f"{path}: a CSV datalist needs a header row with columns slo, early, late.")
+        raw = [{k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items() if k} for r in rows]
+    elif suffix == ".json":
+        with open(path) as f:
+            content = json.load(f)
+        if isinstance(content, dict):
+            if section not in content:
+                raise KeyError(f"{path}: no section {section!r}; it has {sorted(content)}.")
+            raw = load_decathlon_datalist(path, is_segmentation=False, data_list_key=section, base_dir=base)
+        else:
+            raw = content
+    else:
+        raise ValueError(f"{path}: unsupported datalist type {suffix!r}; use .csv or .json.")
+    required = _required(require_late, require_early)
+    items, problems, absent = [], [], []
+    for i, r in enumerate(raw):
+        item = {k: v for k, v in r.items() if not (k in _TRIPLET_KEYS and v in (None, ""))}
+        missing = [k for k in required if k not in item]
+        if missing:
+            problems.append(f"row {i + 1} ({item.get(UWFKeys.SLO.value, 'no slo')}): missing {', '.join(missing)}")
+            continue
+        for k in _TRIPLET_KEYS:
+            if k in item:
+                item[k] = _resolve(str(item[k]), base)
+                if not Path(item[k]).is_file():
+                    absent.append(f"row {i + 1} {k}: {item[k]}")
+        items.append(item)
+    _report_incomplete(
+        problems, path, on_incomplete, "Fix: fill in the missing paths, or pass require_late=False for inference."
+    )
+    if absent:
+        raise FileNotFoundError(f"{path}: {len(absent)} listed file(s) do not exist:\n  " + "\n  ".join(absent))
+    return items
+
+
+def split_datalist(items: Sequence[dict], val_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Split items into (train, val) reproducibly: the same ``seed`` gives the same split on every machine.
+
+    Args:
+        items: the datalist.
+        val_fraction: fraction in ``[0, 1)`` for validation, rounded; at least one item when the fraction is
+            positive and there are at least two items.
+        seed: seed of a :func:`numpy.random.default_rng` permutation.
+
+    Returns:
+        ``(train, val)``, each in the original order of ``items``.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    n = len(items)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    val_idx = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    train = [dict(items[i]) for i in range(n) if i not in val_idx]
+    val = [dict(items[i]) for i in range(n) if i in val_idx]
+    return train, val
+
+
+def write_datalist(
+    path: PathLike,
+    training: Sequence[dict],
+    validation: Sequence[dict] = (),
+    relative_to: PathLike | None = None,
+    **sections: Sequence[dict],
+) -> Path:
+    """Write a decathlon-style JSON datalist ``{"training": [...], "validation": [...]}`` atomically.
+
+    Args:
+        path: output ``.json``.
+        training: training items.
+        validation: validation items.
+        relative_to: write image paths relative to this folder (e.g. the JSON's folder, so the data can be moved
+            together with the list); absolute otherwise. :func:`datalist_from_file` and
+            :func:`monai.data.load_decathlon_datalist` (with ``base_dir``) resolve them again.
+        sections: more sections, e.g. ``test=[...]``.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+
+    def convert(items: Sequence[dict]) -> list[dict]:
+        out = []
+        for item in items:
+            new = {}
+            for k, v in item.items():
+                if k in _TRIPLET_KEYS and v is not None and relative_to is not None:
+                    v = os.path.relpath(os.path.abspath(v), os.path.abspath(relative_to))
+                if isinstance(v, np.ndarray):
+                    continue  # masks and arrays are not datalist content
+                new[k] = str(v) if isinstance(v, Path) else v
+            out.append(new)
+        return out
+
+    content = {"training": convert(training), "validation": convert(validation)}
+    content.update({k: convert(v) for k, v in sections.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(content, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
