@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, StageOrderError, load_stage_weights
+from .checkpoint import AtomicCheckpointSaver, ModelConfigRecord, StageOrderError, load_model, load_stage_weights
 from .determinism import DeterministicSeedHandler, derive_seed
 from .image_grid import ImageGridHandler, make_image_grid
 from .prepare_batch import AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
@@ -11,11 +11,13 @@ from .scale_factor import ScaleFactorHandler, compute_scale_factor
 from .trainers import (
     AutoencoderGanTrainer,
     LatentDiffusionTrainer,
-    LPUWFDenoiser,
     LPUWFTrainer,
     kl_divergence,
     loss_terms,
+    set_trainable,
+    trainable_parameters,
 )
+from .data_sources import bundle_datalists, phantom_folder
 from .validation import KeyedPrepareBatch, ReconstructionInferer, image_quality_metrics, ms_ssim_min_size, unit_range_pairs
 
 __all__ = [
@@ -25,8 +27,8 @@ __all__ = [
     "DeterministicSeedHandler",
     "ImageGridHandler",
     "KeyedPrepareBatch",
-    "LPUWFDenoiser",
     "LPUWFTrainer",
+    "ModelConfigRecord",
     "LatentDiffusionPrepareBatch",
     "LatentDiffusionTrainer",
     "ReconstructionInferer",
@@ -38,9 +40,14 @@ __all__ = [
     "get_batch_item",
     "image_quality_metrics",
     "kl_divergence",
+    "load_model",
     "load_stage_weights",
     "loss_terms",
     "make_image_grid",
     "ms_ssim_min_size",
+    "bundle_datalists",
+    "phantom_folder",
+    "set_trainable",
+    "trainable_parameters",
     "unit_range_pairs",
 ]

@@ -14,7 +14,7 @@ from torch import nn
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 
-__all__ = ["AtomicCheckpointSaver", "load_stage_weights", "StageOrderError"]
+__all__ = ["AtomicCheckpointSaver", "ModelConfigRecord", "load_model", "load_stage_weights", "StageOrderError"]
 
 
 class StageOrderError(FileNotFoundError):
@@ -55,6 +55,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
             ``"checkpoint_last.pt"``: each save atomically replaces the previous one, so exactly one complete
             resumable checkpoint exists at any time. ``None`` keeps MONAI's numbered files
             (``checkpoint_iteration=N.pt``, ``n_saved`` of them).
+        save_final_on_exception: MONAI writes the "final" checkpoint also when the run raises; here that is off
+            by default, so a crashed or interrupted stage never leaves a final model file that a later stage
+            would take for a finished one. Turn it on for a resumable-state saver.
 
     Typical use in a training config: ``save_final=True, final_filename="model.pt"`` with
     ``save_dict={"model": network}`` (the deliverable), and ``save_interval=N, epoch_level=False,
@@ -63,8 +66,16 @@ class AtomicCheckpointSaver(CheckpointSaver):
     key_metric_filename="model_best.pt"`` keeps the best model.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict, interval_filename: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: dict,
+        interval_filename: str | None = None,
+        save_final_on_exception: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
+        self.save_final_on_exception = save_final_on_exception
         fixed_names = (
             (self._final_checkpoint, self._final_filename),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
@@ -74,9 +85,99 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if checkpoint is not None:
                 checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, filename)
 
+    def exception_raised(self, engine: Any, e: Exception) -> None:
+        if self.save_final_on_exception:
+            super().exception_raised(engine, e)
+        raise e
+
 
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else module
+
+
+def _plain(value: Any) -> Any:
+    """Config value with tuples as lists (a config read back from a checkpoint compares equal to the live one)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if key == "scale_factor" and not prefix:
+            continue  # a value learnt from data, carried by the state dict's buffer
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: checkpoint {a} vs configured {b}")
+    return diffs
+
+
+class ModelConfigRecord:
+    """Checkpoint entry ``"config"`` holding ``LPUWFModel.config``, so ``model.pt`` rebuilds its own architecture.
+
+    ``state_dict()`` returns the model's config; ``load_state_dict(config)`` (called by
+    :class:`monai.handlers.CheckpointLoader` / Ignite's ``Checkpoint.load_objects``) raises a ``ValueError``
+    listing the differing entries when the checkpoint was made for another architecture (other preset or
+    network overrides), before any weight is touched.
+
+    Args:
+        model: the :class:`~monai_lpuwf.networks.LPUWFModel` (or a DDP wrapper of it).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return _plain(_unwrap(self.model).config)
+
+    def load_state_dict(self, config: Mapping[str, Any], source: str = "the checkpoint") -> None:
+        diffs = _config_differences(_plain(config), self.state_dict())
+        if diffs:
+            raise ValueError(
+                f"{source} was made for another model architecture: {'; '.join(diffs[:6])}"
+                f"{' ...' if len(diffs) > 6 else ''}. Use the same 'preset' / 'network_overrides' as the run that "
+                "wrote it (its config is stored in the file under 'config')."
+            )
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> Mapping:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unreadable / truncated / not a torch file
+        raise RuntimeError(f"cannot read the checkpoint '{path}' ({type(e).__name__}: {e}).") from e
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an :class:`~monai_lpuwf.networks.LPUWFModel` from a bundle ``model.pt`` (its ``config`` + weights).
+
+    Args:
+        path: a file written by the bundle (``{"model": state_dict, "config": LPUWFModel.config}``).
+        map_location: passed to :func:`torch.load`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file has no ``config`` entry (e.g. a bare state dict: build the model with
+            :func:`monai_lpuwf.networks.build_model` and use :func:`load_stage_weights` instead).
+    """
+    from monai_lpuwf.networks import LPUWFModel
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file '{path}' does not exist; train the bundle first (see bundle/docs/README.md).")
+    checkpoint = _read_checkpoint(path, map_location)
+    if not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("config"), Mapping) and "model" in checkpoint):
+        raise ValueError(
+            f"'{path}' holds no model config (expected the keys 'model' and 'config' written by the bundle); build the "
+            "model with monai_lpuwf.networks.build_model(preset) and load the weights with load_stage_weights."
+        )
+    model = LPUWFModel.from_config(checkpoint["config"])
+    model.load_state_dict(checkpoint["model"])
+    return model
 
 
 def load_stage_weights(
@@ -95,8 +196,9 @@ def load_stage_weights(
             load (stage 1).
         stage: name of the stage being started, for messages (e.g. ``"train_late (stage 4)"``).
         previous_stage: name/config of the stage that writes ``path`` (e.g. ``"train_diffusion.json (stage 3)"``).
-        require_scale_factor: fail unless the loaded ``scale_factor`` was computed (differs from 1.0): the
-            latent scale factor is computed once from data at the start of stage 3.
+        require_scale_factor: fail unless the loaded ``scale_factor`` differs from the freshly built model's
+            (the preset's initial value): the latent scale factor is computed once from data at the start of
+            stage 3 and every later stage needs it.
         map_location: passed to :func:`torch.load`.
 
     Raises:
@@ -116,13 +218,12 @@ def load_stage_weights(
             f"'{path}', which does not exist. Run the stages in order (train_autoencoder -> train_condition_encoder "
             f"-> train_diffusion -> train_late), or point 'initial_weights' at the right file."
         )
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unreadable / truncated / not a torch file
-        raise RuntimeError(f"cannot read the checkpoint '{path}' ({type(e).__name__}: {e}).") from e
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]  # a full training checkpoint: take its model entry
+    state = _read_checkpoint(path, map_location)
     target = _unwrap(model)
+    if isinstance(state, Mapping) and isinstance(state.get("config"), Mapping):
+        ModelConfigRecord(target).load_state_dict(state["config"], source=f"'{path}'")
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]  # a bundle model file or a full training checkpoint: take its model entry
     own = target.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -139,13 +240,14 @@ def load_stage_weights(
             f"{' ...' if len(mismatched) > 5 else ''}. Use the same 'preset' / network overrides as the stage that "
             "wrote it."
         )
+    initial_scale = float(getattr(target, "scale_factor", float("nan")))
     target.load_state_dict(state)
     if require_scale_factor:
         scale = getattr(target, "scale_factor", None)
-        if scale is None or float(scale) == 1.0:
+        if scale is None or float(scale) == initial_scale:
             raise StageOrderError(
-                f"the weights in '{path}' carry no computed latent scale factor (scale_factor={None if scale is None else float(scale)}); "
-                f"{stage or 'this stage'} needs the weights of {previous_stage or 'stage 3 (train_diffusion.json)'}, "
-                "which computes it from the data."
+                f"the weights in '{path}' carry no latent scale factor computed from data (scale_factor is still the "
+                f"preset's initial {initial_scale}); {stage or 'this stage'} needs the weights of "
+                f"{previous_stage or 'stage 3 (train_diffusion.json)'}, which computes it."
             )
     return model

@@ -9,7 +9,7 @@ stage                        trainer / network called                           
 =========================== ============================================================ ========================
 (1) FA autoencoder           :class:`AutoencoderGanTrainer`, ``model.autoencoder``        L1 + KL + adversarial
 (2) gated SLO encoder        :class:`AutoencoderGanTrainer` (``cond`` = SLO, AE frozen)   MSE + adversarial
-(3) early-phase diffusion    :class:`LatentDiffusionTrainer`, ``LPUWFDenoiser(model)``    MSE on the noise
+(3) early-phase diffusion    :class:`LatentDiffusionTrainer`, ``model`` (``denoise``)      MSE on the noise
 (4) late-phase fine-tuning   :class:`LatentDiffusionTrainer`                              CTRD loss
 =========================== ============================================================ ========================
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
 from monai.losses import PatchAdversarialLoss
 from monai.utils import CommonKeys as Keys
+from monai.utils import ensure_tuple
 from torch import nn
 from torch.optim import Optimizer
 
@@ -39,9 +40,10 @@ __all__ = [
     "LPUWFTrainer",
     "AutoencoderGanTrainer",
     "LatentDiffusionTrainer",
-    "LPUWFDenoiser",
     "kl_divergence",
     "loss_terms",
+    "set_trainable",
+    "trainable_parameters",
 ]
 
 
@@ -56,6 +58,47 @@ def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return kl.mean()
 
 
+def set_trainable(module: nn.Module, trainable: str | Sequence[str] = (), frozen: str | Sequence[str] = ()) -> nn.Module:
+    """Freeze ``module`` except the sub-modules named in ``trainable``, then freeze those named in ``frozen``.
+
+    Args:
+        module: e.g. an :class:`~monai_lpuwf.networks.LPUWFModel`.
+        trainable: qualified sub-module names (``"autoencoder"``, ``"unet"``, ``"autoencoder.condition_encoder"``);
+            ``""`` is the module itself.
+        frozen: sub-modules frozen again inside the trainable ones.
+
+    Returns:
+        ``module``.
+
+    Raises:
+        KeyError: a name that is not a sub-module, listing the top-level children.
+    """
+    module.requires_grad_(False)
+    names = dict(module.named_modules())
+    for flag, selected in ((True, trainable), (False, frozen)):
+        for name in ensure_tuple(selected):
+            if name not in names:
+                raise KeyError(
+                    f"{name!r} is not a sub-module of {type(module).__name__} (children: {[n for n, _ in module.named_children()]})."
+                )
+            names[name].requires_grad_(flag)
+    return module
+
+
+def trainable_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    """The parameters with ``requires_grad`` of ``modules`` (each once), for an optimiser."""
+    seen: set[int] = set()
+    params = []
+    for m in modules:
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    if not params:
+        raise ValueError("no trainable parameter: check 'trainable_modules' / 'frozen_modules' of the stage config.")
+    return params
+
+
 def loss_terms(output: Any) -> dict[str, float]:
     """The scalar loss entries (``loss`` and ``loss_*``) of a trainer output, as floats, for Stats/TensorBoard handlers."""
     if isinstance(output, list):  # decollated output: every item carries the same scalars
@@ -65,24 +108,6 @@ def loss_terms(output: Any) -> dict[str, float]:
         for k, v in output.items()
         if k == Keys.LOSS or str(k).startswith("loss_")
     }
-
-
-class LPUWFDenoiser(nn.Module):
-    """``forward(x_t, timesteps, slo) = model.denoise(x_t, timesteps, slo)``: the trainable part of the diffusion stages.
-
-    A module (not a bound method) so it can be wrapped in ``DistributedDataParallel``; its parameters are the
-    model's (U-Net and ControlNet train, the frozen autoencoder has ``requires_grad=False`` and is ignored by DDP).
-
-    Args:
-        model: a :class:`monai_lpuwf.networks.LPUWFModel`.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return self.model.denoise(x, timesteps, condition)
 
 
 class LPUWFTrainer(SupervisedTrainer):
@@ -340,8 +365,9 @@ class LatentDiffusionTrainer(LPUWFTrainer):
     :class:`monai_lpuwf.losses.CTRDLoss` with the cross-temporal difference map in stage 4.
 
     Args:
-        network: the denoiser, ``forward(x_t, timesteps, slo) -> prediction`` (:class:`LPUWFDenoiser` of the
-            model, possibly DDP-wrapped).
+        network: the denoiser, ``forward(x_t, timesteps, slo) -> prediction``: the
+            :class:`~monai_lpuwf.networks.LPUWFModel` itself (its ``forward`` is ``denoise``), possibly DDP-wrapped
+            (the frozen autoencoder has ``requires_grad=False`` and is ignored by DDP).
         optimizer: optimiser of U-Net and ControlNet parameters (the authors use two Adam optimisers with one
             learning rate, which is the same as one Adam over both parameter sets).
         loss_function: ``loss(pred, target)``, or ``loss(pred, target, weight_map=..., mask=...)`` when the

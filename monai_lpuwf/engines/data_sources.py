@@ -1,0 +1,134 @@
+"""Where a bundle run gets its triplets: synthetic phantoms by default, a folder, or a datalist file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["bundle_datalists", "phantom_folder"]
+
+_SPLIT_FOLDERS = {"training": ("train", "training"), "validation": ("val", "validation", "valid", "test")}
+_DONE_MARKER = "phantoms.json"
+
+
+def phantom_folder(work_dir: str | os.PathLike, num: int = 8, size: Sequence[int] = (256, 256), seed: int = 0) -> Path:
+    """The bundle's default data: ``num`` synthetic triplets in ``<work_dir>/data/phantoms_<num>_<H>x<W>_<seed>``.
+
+    Generated with :func:`monai_lpuwf.data.generate_phantoms` on first use (into a temporary folder renamed into
+    place, so concurrent or interrupted runs never see half a set) and reused afterwards.
+    """
+    from monai_lpuwf.data import generate_phantoms
+
+    size = tuple(int(s) for s in size)
+    folder = Path(work_dir) / "data" / f"phantoms_{num}_{size[0]}x{size[1]}_{seed}"
+    if (folder / _DONE_MARKER).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".phantoms_", dir=folder.parent))
+    try:
+        generate_phantoms(tmp, num=num, size=size, seed=seed)
+        (tmp / _DONE_MARKER).write_text(json.dumps({"num": num, "size": list(size), "seed": seed}))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished first
+            if not (folder / _DONE_MARKER).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _split_subfolders(root: Path) -> dict[str, Path]:
+    found = {}
+    for split, names in _SPLIT_FOLDERS.items():
+        for name in names:
+            if (root / name).is_dir():
+                found[split] = root / name
+                break
+    return found
+
+
+def bundle_datalists(
+    dataset_dir: str | os.PathLike | None = None,
+    datalist: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike = ".",
+    num_phantoms: int = 8,
+    phantom_size: Sequence[int] = (256, 256),
+    val_fraction: float = 0.25,
+    seed: int = 0,
+    require_late: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Training and validation triplet lists for a bundle run.
+
+    Sources, in order:
+
+    - ``datalist``: a decathlon-style JSON with ``"training"`` (and ``"validation"``) lists, resolved relative to
+      the file's folder; any other CSV/JSON list (:func:`monai_lpuwf.data.datalist_from_file`) is split with
+      ``val_fraction``;
+    - ``dataset_dir``: a folder in the authors' naming (``N.ext``, ``N.1.ext``, ``N.2.ext``); when it has
+      ``train/`` and ``val/`` (or ``validation/``, ``test/``) sub-folders, as ``../shared/uwf-samples`` and the
+      authors' ``data/`` have, those are the splits, otherwise the triplets are split with ``val_fraction``;
+    - neither: synthetic phantoms generated into ``<work_dir>/data/`` on first use (:func:`phantom_folder`).
+
+    Args:
+        dataset_dir: folder of triplets (``--dataset_dir`` on the bundle command line).
+        datalist: datalist file (``--datalist``).
+        work_dir: the bundle's working folder (``bundle_root``), where phantoms are written.
+        num_phantoms, phantom_size: phantom set when no data is given.
+        val_fraction, seed: reproducible split when the source has no validation list.
+        require_late: every item must have a late phase (training); ``False`` for SLO-only lists.
+
+    Returns:
+        ``{"training": [...], "validation": [...]}`` of dicts with ``slo``, ``early``, ``late`` paths.
+
+    Raises:
+        ValueError: both sources given, or a source with no complete triplet (naming the folder or file).
+    """
+    from monai_lpuwf.data import datalist_from_file, datalist_from_folder, split_datalist
+
+    if dataset_dir and datalist:
+        raise ValueError(f"give either dataset_dir ({dataset_dir}) or datalist ({datalist}), not both.")
+    source: str
+    if datalist:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"datalist file '{path}' does not exist (--datalist).")
+        source = f"datalist '{path}'"
+        content = json.loads(path.read_text()) if path.suffix.lower() == ".json" else None
+        if isinstance(content, dict) and "training" in content:
+            from monai.data import load_decathlon_datalist
+
+            lists = {"training": load_decathlon_datalist(path, data_list_key="training", base_dir=path.parent)}
+            lists["validation"] = (
+                load_decathlon_datalist(path, data_list_key="validation", base_dir=path.parent)
+                if content.get("validation")
+                else []
+            )
+        else:
+            training, validation = split_datalist(datalist_from_file(path, require_late=require_late), val_fraction, seed)
+            lists = {"training": training, "validation": validation}
+    else:
+        root = Path(dataset_dir) if dataset_dir else phantom_folder(work_dir, num_phantoms, phantom_size, seed)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset_dir '{root}' does not exist (--dataset_dir).")
+        source = f"folder '{root}'"
+        splits = _split_subfolders(root)
+        if "training" in splits:
+            lists = {"training": datalist_from_folder(splits["training"], require_late=require_late)}
+            lists["validation"] = (
+                datalist_from_folder(splits["validation"], require_late=require_late) if "validation" in splits else []
+            )
+        else:
+            training, validation = split_datalist(datalist_from_folder(root, require_late=require_late), val_fraction, seed)
+            lists = {"training": training, "validation": validation}
+    if not lists["training"]:
+        raise ValueError(f"no complete training triplet (slo, early, late) found in {source}.")
+    if not lists["validation"]:  # a single-triplet source: validate on the training data rather than on nothing
+        lists["validation"] = list(lists["training"][:1])
+    return lists
