@@ -1,7 +1,14 @@
-"""Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports."""
+"""Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports.
+
+All scores are computed on ``[0, 1]`` intensities from images in ``[-1, 1]``. Pretrained networks (FID
+Inception-v3, LPIPS AlexNet/VGG16) are loaded only from local files; nothing is downloaded.
+"""
 
 from __future__ import annotations
 
+from monai_lpuwf.metrics.baselines import BASELINE_NAMES, constant_prediction, mean_intensity, score_with_baselines
+from monai_lpuwf.metrics.fid import compute_fid_is, frechet_distance_from_features
+from monai_lpuwf.metrics.frame_scores import score_frames
 from monai_lpuwf.metrics.image_scores import (
     MS_SSIM_WEIGHTS,
     SCORE_NAMES,
@@ -10,7 +17,6 @@ from monai_lpuwf.metrics.image_scores import (
     ms_ssim_min_size,
     to_unit_range,
 )
-from monai_lpuwf.metrics.lesion import compute_lesion_scores, difference_map, lesion_mask
 from monai_lpuwf.metrics.inception import (
     FID_WEIGHTS_FILENAME,
     FID_WEIGHTS_URL,
@@ -20,5 +26,30 @@ from monai_lpuwf.metrics.inception import (
     load_fid_inception,
 )
 from monai_lpuwf.metrics.inception_score import inception_score
-from monai_lpuwf.metrics.fid import compute_fid_is, frechet_distance_from_features
+from monai_lpuwf.metrics.lesion import compute_lesion_scores, difference_map, lesion_mask
+from monai_lpuwf.metrics.lpips import compute_lpips
+from monai_lpuwf.metrics.report import (
+    GRID_COLUMNS,
+    EvaluationReport,
+    atomic_write_bytes,
+    figure_grid,
+    save_figure,
+    scores_to_records,
+    summarize_records,
+    write_scores_csv,
+    write_summary_json,
+)
+from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
 from monai_lpuwf.metrics.weights import resolve_weights_path
+
+__all__ = [
+    "BASELINE_NAMES", "constant_prediction", "mean_intensity", "score_with_baselines",
+    "compute_fid_is", "frechet_distance_from_features", "score_frames",
+    "MS_SSIM_WEIGHTS", "SCORE_NAMES", "compute_image_scores", "compute_masked_image_scores", "ms_ssim_min_size",
+    "to_unit_range", "FID_WEIGHTS_FILENAME", "FID_WEIGHTS_URL", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
+    "InceptionFeatureExtractor", "load_fid_inception", "inception_score", "compute_lesion_scores",
+    "difference_map", "lesion_mask", "compute_lpips", "GRID_COLUMNS", "EvaluationReport", "atomic_write_bytes",
+    "figure_grid", "save_figure", "scores_to_records", "summarize_records", "write_scores_csv",
+    "write_summary_json", "log_spectral_distance", "plot_power_spectra", "radial_power_spectrum",
+    "resolve_weights_path",
+]  # fmt: skip
