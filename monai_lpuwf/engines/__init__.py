@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, ModelConfigRecord, StageOrderError, load_model, load_stage_weights
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    ModelConfigRecord,
+    ResumeCheckpointLoader,
+    StageOrderError,
+    load_model,
+    load_stage_weights,
+)
 from .determinism import DeterministicSeedHandler, derive_seed
 from .image_grid import ImageGridHandler, make_image_grid
 from .prepare_batch import AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
@@ -32,6 +39,7 @@ __all__ = [
     "LatentDiffusionPrepareBatch",
     "LatentDiffusionTrainer",
     "ReconstructionInferer",
+    "ResumeCheckpointLoader",
     "ScaleFactorHandler",
     "StageOrderError",
     "TrainingProgressBar",

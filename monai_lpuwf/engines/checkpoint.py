@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 
-__all__ = ["AtomicCheckpointSaver", "ModelConfigRecord", "load_model", "load_stage_weights", "StageOrderError"]
+__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "ModelConfigRecord", "load_model", "load_stage_weights", "StageOrderError"]
 
 
 class StageOrderError(FileNotFoundError):
@@ -55,6 +55,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
             ``"checkpoint_last.pt"``: each save atomically replaces the previous one, so exactly one complete
             resumable checkpoint exists at any time. ``None`` keeps MONAI's numbered files
             (``checkpoint_iteration=N.pt``, ``n_saved`` of them).
+        engine_key: also save the state of the engine the handler is attached to under this key (e.g.
+            ``"trainer"``: epoch and iteration for resuming). A config cannot list the trainer in the
+            ``save_dict`` of one of its own handlers without a circular reference; this is the way round it.
         save_final_on_exception: MONAI writes the "final" checkpoint also when the run raises; here that is off
             by default, so a crashed or interrupted stage never leaves a final model file that a later stage
             would take for a finished one. Turn it on for a resumable-state saver.
@@ -72,10 +75,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
         save_dict: dict,
         interval_filename: str | None = None,
         save_final_on_exception: bool = False,
+        engine_key: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
+        super().__init__(save_dir=save_dir, save_dict=dict(save_dict), **kwargs)
         self.save_final_on_exception = save_final_on_exception
+        self.engine_key = engine_key
         fixed_names = (
             (self._final_checkpoint, self._final_filename),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
@@ -85,10 +90,46 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if checkpoint is not None:
                 checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, filename)
 
+    def attach(self, engine: Any) -> None:
+        if self.engine_key is not None:
+            self.save_dict[self.engine_key] = engine  # the Checkpoint objects share this dict
+        super().attach(engine)
+
     def exception_raised(self, engine: Any, e: Exception) -> None:
         if self.save_final_on_exception:
             super().exception_raised(engine, e)
         raise e
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """:class:`monai.handlers.CheckpointLoader` that also restores the engine it is attached to.
+
+    Args:
+        load_path: the rolling checkpoint written by :class:`AtomicCheckpointSaver` (``checkpoint_last.pt``).
+        load_dict: objects to restore (model, config record, optimisers, schedulers, discriminator...).
+        engine_key: key of the attached engine's state in the checkpoint (epoch, iteration; ``"trainer"``).
+        kwargs: :class:`~monai.handlers.CheckpointLoader` arguments (``map_location``, ``strict``...).
+
+    Raises (at the start of the run):
+        FileNotFoundError: ``load_path`` does not exist, saying how to start the stage afresh instead.
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, engine_key: str | None = "trainer", **kwargs: Any) -> None:
+        super().__init__(load_path=load_path, load_dict=dict(load_dict), **kwargs)
+        self.engine_key = engine_key
+
+    def attach(self, engine: Any) -> None:
+        if self.engine_key is not None:
+            self.load_dict[self.engine_key] = engine
+        super().attach(engine)
+
+    def __call__(self, engine: Any) -> None:
+        if not os.path.isfile(self.load_path):
+            raise FileNotFoundError(
+                f"resume=true but there is no checkpoint '{self.load_path}' (a run of this stage writes it every "
+                "'save_interval' iterations); run without --resume true to start the stage from the beginning."
+            )
+        super().__call__(engine)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
