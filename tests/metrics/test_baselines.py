@@ -81,3 +81,21 @@ def test_lpips_metric_requires_lpips_weights(tmp_path):
     torch.testing.assert_close(values, base(pred, late).detach())  # unit linear weights = the channel sum
     assert lp.reduction == "mean"  # restored
     torch.testing.assert_close(score_frames(pred, late, perceptual=lp)["lpips"], values)
+
+
+@pytest.mark.realdata
+def test_constant_floor_on_real_frames(uwf_samples_dir):
+    """The constant-image floor on a real 853 x 682 val frame, next to MONAI's MS-SSIM class computed directly."""
+    from monai.metrics import MultiScaleSSIMMetric
+
+    from monai_lpuwf.transforms import LoadUWFImage
+
+    load = LoadUWFImage(modality="fa")
+    value = mean_intensity(load(p) for p in sorted((uwf_samples_dir / "train").glob("*.2.bmp")))
+    late = load(uwf_samples_dir / "val" / "7.2.bmp").as_tensor()[None]
+    assert late.shape == (1, 1, 682, 853)
+    scores = score_with_baselines(None, late, constant_value=value)["constant"]
+    const01 = torch.full_like(late, (value + 1) / 2)
+    direct = MultiScaleSSIMMetric(spatial_dims=2, data_range=1.0, reduction="none")(const01, (late + 1) / 2)
+    torch.testing.assert_close(scores["ms_ssim"], direct.flatten())
+    assert 0.5 < float(scores["ms_ssim"]) < 0.9  # the floor a model must clear (0.70 measured for frame 7)
