@@ -1,0 +1,94 @@
+"""Named LPUWF-LDM configurations: the paper's sizes and a small CPU demo model of the same topology."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from monai.utils import look_up_option
+
+from .model import LPUWFModel
+
+__all__ = ["PRESETS", "build_model"]
+
+_LINEAR_DDPM_1000 = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tinysqua/LPUWF-LDM: config/vae/config_monaivae_zheer.py, config/diffusion/config_zheer_controlnet.py,
+    # diffusion/LPUWF_LDM.py (monai-generative defaults for everything they leave out). ``include_fc=False``:
+    # monai-generative's attention blocks define ``proj_attn`` but never apply it, so this is their network.
+    "paper": {
+        "spatial_dims": 2,
+        "image_channels": 1,
+        "condition_channels": 3,
+        "autoencoder": {
+            "channels": (128, 256, 512),
+            "latent_channels": 4,
+            "num_res_blocks": 2,
+            "attention_levels": (False, False, False),
+            "norm_num_groups": 32,
+            "include_fc": False,
+        },
+        "unet": {
+            "channels": (128, 256, 512, 1024),
+            "attention_levels": (False, False, True, True),
+            "num_res_blocks": 2,
+            "num_head_channels": 8,
+            "norm_num_groups": 32,
+            "include_fc": False,
+        },
+        "controlnet": {"conditioning_embedding_num_channels": (32, 96, 256)},
+        "scale_factor": 0.18215,
+        "schedule": dict(_LINEAR_DDPM_1000),
+    },
+    # Same topology (autoencoder x4, U-Net with attention at its two deepest of four levels, 3-level SLO
+    # embedding), widths for a CPU demo on ~128 x 128 images; the scale factor is computed from data.
+    "small": {
+        "spatial_dims": 2,
+        "image_channels": 1,
+        "condition_channels": 3,
+        "autoencoder": {
+            "channels": (16, 32, 32),
+            "latent_channels": 4,
+            "num_res_blocks": 1,
+            "attention_levels": (False, False, False),
+            "norm_num_groups": 8,
+            "include_fc": False,
+        },
+        "unet": {
+            "channels": (32, 32, 64, 64),
+            "attention_levels": (False, False, True, True),
+            "num_res_blocks": 1,
+            "num_head_channels": 16,
+            "norm_num_groups": 8,
+            "include_fc": False,
+        },
+        "controlnet": {"conditioning_embedding_num_channels": (8, 16, 32)},
+        "scale_factor": 1.0,
+        "schedule": dict(_LINEAR_DDPM_1000),
+    },
+}
+
+_SECTIONS = ("autoencoder", "unet", "controlnet", "schedule")
+
+
+def build_model(preset: str | Mapping[str, Any] = "small", **overrides: Any) -> LPUWFModel:
+    """Build an :class:`LPUWFModel` from a named preset (``"paper"`` or ``"small"``) or a config dict.
+
+    Args:
+        preset: a key of :data:`PRESETS` or a full config (e.g. a checkpoint's ``model.config``).
+        overrides: top-level config entries to replace (``scale_factor=...``, ``spatial_dims=3``); for the
+            sections ``autoencoder``, ``unet``, ``controlnet`` and ``schedule`` a dict is merged into the
+            preset's, e.g. ``build_model("small", unet={"num_res_blocks": 2})``.
+
+    Returns:
+        a freshly initialised :class:`LPUWFModel`.
+    """
+    config = copy.deepcopy(dict(look_up_option(preset, PRESETS) if isinstance(preset, str) else preset))
+    for key, value in overrides.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            config[key] = {**config.get(key, {}), **value}
+        else:
+            config[key] = value
+    return LPUWFModel.from_config(config)
