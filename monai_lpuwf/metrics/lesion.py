@@ -12,11 +12,9 @@ passed as is; :func:`difference_map` gives the plain ``|early - late|`` where no
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
 import torch
 
-from monai_lpuwf.metrics.image_scores import MS_SSIM_WEIGHTS, compute_image_scores
+from monai_lpuwf.metrics.image_scores import compute_image_scores
 
 __all__ = ["difference_map", "lesion_mask", "compute_lesion_scores"]
 
@@ -68,18 +66,15 @@ def compute_lesion_scores(
     diff_map: torch.Tensor,
     fov: torch.Tensor | None = None,
     top_percent: float = 10.0,
-    value_range: Sequence[float] | None = (-1.0, 1.0),
-    kernel_size: int | Sequence[int] = 11,
-    kernel_sigma: float | Sequence[float] = 1.5,
-    ms_ssim_weights: Sequence[float] = MS_SSIM_WEIGHTS,
+    **score_kwargs,
 ) -> dict[str, torch.Tensor]:
     """PSNR, SSIM, MS-SSIM and MSE within the lesion region (:func:`lesion_mask`) of each frame.
 
     Args:
-        pred, target: (B, C, H, W) images in ``value_range``.
+        pred, target: (B, C, H, W) images (``[-1, 1]`` unless ``value_range`` says otherwise).
         diff_map: (B, 1, H, W) CTRD / ``|early - late|`` map of the *real* early and late phases.
         fov, top_percent: see :func:`lesion_mask`.
-        value_range, kernel_size, kernel_sigma, ms_ssim_weights: see
+        score_kwargs: ``value_range``, ``kernel_size``, ``kernel_sigma``, ``ms_ssim_weights`` of
             :func:`~monai_lpuwf.metrics.image_scores.compute_image_scores`.
 
     Returns:
@@ -87,12 +82,4 @@ def compute_lesion_scores(
         on lesion pixels.
     """
     mask = lesion_mask(diff_map, fov=fov, top_percent=top_percent)
-    return compute_image_scores(
-        pred,
-        target,
-        mask=mask,
-        value_range=value_range,
-        kernel_size=kernel_size,
-        kernel_sigma=kernel_sigma,
-        ms_ssim_weights=ms_ssim_weights,
-    )
+    return compute_image_scores(pred, target, mask=mask, **score_kwargs)
