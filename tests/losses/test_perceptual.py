@@ -136,3 +136,22 @@ def test_random_init_loss_properties(network):
     torch.testing.assert_close(per_image.mean(), loss(x, y))
     with pytest.raises(ValueError, match="same shape"):
         loss(x, y[:1])
+
+
+def _shipped_lpips_weights():
+    import importlib.util
+
+    spec = importlib.util.find_spec("lpips")  # locates the package without importing it (it needs torchvision)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    from pathlib import Path
+
+    folder = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1"
+    return folder if folder.is_dir() else None
+
+
+@pytest.mark.skipif(_shipped_lpips_weights() is None, reason="the lpips wheel (pip install --no-deps lpips) is absent")
+@pytest.mark.parametrize("network, name", [("alexnet", "alex.pth"), ("vgg16", "vgg.pth")])
+def test_real_lpips_linear_weights_load(network, name):
+    loss = OfflinePerceptualLoss(network, allow_random_init=True, lpips_weights_path=_shipped_lpips_weights() / name)
+    assert loss.lpips and all((w >= 0).all() for w in loss.lins)  # LPIPS v0.1 weights are non-negative
