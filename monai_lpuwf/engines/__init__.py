@@ -24,7 +24,7 @@ from .trainers import (
     set_trainable,
     trainable_parameters,
 )
-from .data_sources import bundle_datalists, phantom_folder
+from .data_sources import bundle_datalists, inference_datalist, phantom_folder
 from .validation import KeyedPrepareBatch, ReconstructionInferer, image_quality_metrics, ms_ssim_min_size, unit_range_pairs
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "make_image_grid",
     "ms_ssim_min_size",
     "bundle_datalists",
+    "inference_datalist",
     "phantom_folder",
     "set_trainable",
     "trainable_parameters",

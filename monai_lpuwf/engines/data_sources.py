@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_datalists", "phantom_folder"]
+__all__ = ["bundle_datalists", "inference_datalist", "phantom_folder"]
 
 _SPLIT_FOLDERS = {"training": ("train", "training"), "validation": ("val", "validation", "valid", "test")}
 _DONE_MARKER = "phantoms.json"
@@ -42,6 +42,14 @@ def phantom_folder(work_dir: str | os.PathLike, num: int = 8, size: Sequence[int
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _decathlon_sections(path: Path) -> list[str]:
+    """Non-empty ``training`` / ``validation`` lists of a decathlon-style JSON datalist (none for other files)."""
+    if path.suffix.lower() != ".json":
+        return []
+    content = json.loads(path.read_text())
+    return [k for k in ("training", "validation") if isinstance(content, dict) and content.get(k)]
 
 
 def _split_subfolders(root: Path) -> dict[str, Path]:
@@ -100,16 +108,12 @@ def bundle_datalists(
         if not path.is_file():
             raise FileNotFoundError(f"datalist file '{path}' does not exist (--datalist).")
         source = f"datalist '{path}'"
-        content = json.loads(path.read_text()) if path.suffix.lower() == ".json" else None
-        if isinstance(content, dict) and "training" in content:
-            from monai.data import load_decathlon_datalist
-
-            lists = {"training": load_decathlon_datalist(path, data_list_key="training", base_dir=path.parent)}
-            lists["validation"] = (
-                load_decathlon_datalist(path, data_list_key="validation", base_dir=path.parent)
-                if content.get("validation")
-                else []
-            )
+        sections = _decathlon_sections(path)
+        if "training" in sections:
+            lists = {
+                split: datalist_from_file(path, require_late=require_late, section=split) if split in sections else []
+                for split in ("training", "validation")
+            }
         else:
             training, validation = split_datalist(datalist_from_file(path, require_late=require_late), val_fraction, seed)
             lists = {"training": training, "validation": validation}
@@ -132,3 +136,51 @@ def bundle_datalists(
     if not lists["validation"]:  # a single-triplet source: validate on the training data rather than on nothing
         lists["validation"] = list(lists["training"][:1])
     return lists
+
+
+def inference_datalist(
+    input_dir: str | os.PathLike | None = None,
+    datalist: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike = ".",
+    num_phantoms: int = 8,
+    phantom_size: Sequence[int] = (256, 256),
+    val_fraction: float = 0.25,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """SLO items to generate for: a folder, a datalist file, or (default) the phantoms' validation split.
+
+    Args:
+        input_dir: folder of SLO images in the authors' naming (``N.ext``; FA phases optional).
+        datalist: CSV/JSON list with at least a ``slo`` entry per item (a decathlon JSON: its ``validation``
+            list, or ``training`` when there is none).
+        work_dir, num_phantoms, phantom_size, val_fraction, seed: the default phantom set, as in
+            :func:`bundle_datalists` (so that, with no arguments, inference runs on the training runs' held-out
+            phantoms).
+
+    Raises:
+        ValueError: no SLO image found, naming the source.
+    """
+    from monai_lpuwf.data import datalist_from_file, datalist_from_folder
+
+    if input_dir and datalist:
+        raise ValueError(f"give either input_dir ({input_dir}) or datalist ({datalist}), not both.")
+    if input_dir:
+        if not Path(input_dir).is_dir():
+            raise FileNotFoundError(f"input_dir '{input_dir}' does not exist (--input_dir).")
+        items, source = datalist_from_folder(input_dir, require_late=False, require_early=False), f"folder '{input_dir}'"
+    elif datalist:
+        if not Path(datalist).is_file():
+            raise FileNotFoundError(f"datalist file '{datalist}' does not exist (--datalist).")
+        sections = _decathlon_sections(Path(datalist))
+        section = "validation" if "validation" in sections else "training"
+        items = datalist_from_file(datalist, require_late=False, require_early=False, section=section)
+        source = f"datalist '{datalist}'"
+    else:
+        lists = bundle_datalists(
+            work_dir=work_dir, num_phantoms=num_phantoms, phantom_size=phantom_size, val_fraction=val_fraction, seed=seed
+        )
+        items, source = lists["validation"], "the default phantom set"
+    items = [item for item in items if item.get("slo")]
+    if not items:
+        raise ValueError(f"no SLO image found in {source}.")
+    return items
