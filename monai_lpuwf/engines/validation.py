@@ -30,11 +30,13 @@ class KeyedPrepareBatch(PrepareBatchExtraInput):
 
     Args:
         image_key: key of the network input (``"slo"`` for generation, an FA key for reconstruction).
-        label_key: key of the reference image.
+        label_key: key of the reference image (``None``: no reference, e.g. for inference).
         extra_keys: see :class:`monai.engines.PrepareBatchExtraInput` (e.g. ``{"cond": "slo"}`` for stage 2).
     """
 
-    def __init__(self, image_key: str, label_key: str, extra_keys: str | Sequence[str] | dict[str, str] | None = None):
+    def __init__(
+        self, image_key: str, label_key: str | None = None, extra_keys: str | Sequence[str] | dict[str, str] | None = None
+    ):
         super().__init__(extra_keys=() if extra_keys is None else extra_keys)
         self.image_key = image_key
         self.label_key = label_key
@@ -42,7 +44,10 @@ class KeyedPrepareBatch(PrepareBatchExtraInput):
     def __call__(self, batchdata: dict[str, torch.Tensor], device=None, non_blocking: bool = False, **kwargs: Any):
         remapped = dict(batchdata)
         remapped[Keys.IMAGE] = get_batch_item(batchdata, self.image_key, None)
-        remapped[Keys.LABEL] = get_batch_item(batchdata, self.label_key, None)
+        if self.label_key is not None:
+            remapped[Keys.LABEL] = get_batch_item(batchdata, self.label_key, None)
+        else:
+            remapped.pop(Keys.LABEL, None)
         return super().__call__(remapped, device, non_blocking, **kwargs)
 
 
