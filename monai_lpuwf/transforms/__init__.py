@@ -1,6 +1,11 @@
 """UWF transforms: loading, field of view, SLO sharpening, elastix registration, CTRD map and presets."""
 
+from .difference import NORMALIZATIONS, CrossTemporalDifference, CrossTemporalDifferenced
+from .enhance import UnsharpMask, UnsharpMaskd
+from .fov import FieldOfView, FieldOfViewd, flat_box_mask
 from .io import MODALITIES, LoadUWFImage, LoadUWFImaged, TiffFileReader, UWFImageError, read_uwf_array, save_uwf_image
+from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
+from .registration import METRICS, MODES, RegisterElastix, RegisterElastixd, similarity
 
 __all__ = [
     "MODALITIES",
@@ -10,4 +15,20 @@ __all__ = [
     "UWFImageError",
     "read_uwf_array",
     "save_uwf_image",
+    "FieldOfView",
+    "FieldOfViewd",
+    "flat_box_mask",
+    "UnsharpMask",
+    "UnsharpMaskd",
+    "CrossTemporalDifference",
+    "CrossTemporalDifferenced",
+    "NORMALIZATIONS",
+    "RegisterElastix",
+    "RegisterElastixd",
+    "MODES",
+    "METRICS",
+    "similarity",
+    "uwf_train_transforms",
+    "uwf_inference_transforms",
+    "REGISTER_TARGETS",
 ]

@@ -1,0 +1,204 @@
+"""Ready-made transform pipelines for training and inference (the ones the bundle configs use).
+
+Training (:func:`uwf_train_transforms`), per item::
+
+    load slo/early/late -> [register late onto early] -> [sharpen slo] -> resize -> field of view -> CTRD map
+    -> [augment: rotation +/-5 deg, random crop, vertical + horizontal flips, identical for every key] -> float32
+
+Inference (:func:`uwf_inference_transforms`)::
+
+    load slo -> [sharpen slo] -> pad to a multiple of the autoencoder's downsampling factor
+
+whose padding :class:`monai.transforms.Invertd` undoes on the generated image::
+
+    pre = uwf_inference_transforms(divisor=8)
+    item = pre({"slo": "1.bmp"})                       # slo: (3, 688, 856) for an 853 x 682 picture
+    item["pred"] = generate(item["slo"][None])[0]      # (1, 688, 856)
+    item = Invertd(keys="pred", transform=pre, orig_keys="slo")(item)   # pred: (1, 682, 853)
+
+The authors' recipe (``Condition_aug_dataloader.py``) rotates, crops and flips at the native resolution for
+training and resizes the whole frame for validation, so that training crops and validation frames have different
+scales. Here the frame is first resized to ``crop_scale * spatial_size`` (default 1.125) and the random crop then
+takes ``spatial_size`` from it, so both see the eye at nearly the same scale; ``crop_scale=None`` crops at the
+native resolution as the authors do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.transforms import (
+    Compose,
+    DivisiblePadd,
+    EnsureTyped,
+    RandFlipd,
+    RandRotated,
+    RandSpatialCropd,
+    Resized,
+)
+from monai.utils import ensure_tuple, ensure_tuple_rep
+
+from monai_lpuwf.keys import UWFKeys
+from monai_lpuwf.transforms.difference import CrossTemporalDifferenced
+from monai_lpuwf.transforms.enhance import UnsharpMaskd
+from monai_lpuwf.transforms.fov import FieldOfViewd
+from monai_lpuwf.transforms.io import LoadUWFImaged
+from monai_lpuwf.transforms.registration import RegisterElastixd
+
+__all__ = ["uwf_train_transforms", "uwf_inference_transforms", "REGISTER_TARGETS"]
+
+REGISTER_TARGETS = ("late", "slo")
+
+
+def _register_targets(register: bool | str | Sequence[str]) -> tuple[str, ...]:
+    if register is False or register is None:
+        return ()
+    if register is True:
+        return ("late",)
+    targets = tuple(str(r) for r in ensure_tuple(register))
+    unknown = [t for t in targets if t not in REGISTER_TARGETS]
+    if unknown:
+        raise ValueError(
+            f"register={register!r}: unknown target(s) {unknown}; use True (late onto early), 'late', 'slo' "
+            "(SLO onto early FA) or ('late', 'slo')."
+        )
+    return targets
+
+
+def uwf_train_transforms(
+    spatial_size: int | Sequence[int],
+    with_late: bool = True,
+    register: bool | str | Sequence[str] = False,
+    sharpen: bool = True,
+    augment: bool = True,
+    crop_scale: float | None = 1.125,
+    rotate_deg: float = 5.0,
+    flip_prob: float = 0.5,
+    sharpen_kwargs: Mapping[str, Any] | None = None,
+    register_kwargs: Mapping[str, Any] | None = None,
+    ctrd_kwargs: Mapping[str, Any] | None = None,
+    fov_kwargs: Mapping[str, Any] | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
+    slo_key: str = UWFKeys.SLO.value,
+    early_key: str = UWFKeys.EARLY.value,
+    late_key: str = UWFKeys.LATE.value,
+    fov_key: str = UWFKeys.FOV.value,
+    ctrd_key: str = UWFKeys.CTRD.value,
+) -> Compose:
+    """Dictionary pipeline turning a triplet of file paths into training tensors.
+
+    Args:
+        spatial_size: output ``(H, W)`` (an int for a square).
+        with_late: load the late phase and compute the CTRD map; ``False`` for SLO + early-phase lists.
+        register: ``False``; ``True`` or ``"late"`` (late FA onto early FA, :class:`RegisterElastixd`, affine,
+            normalised correlation); ``"slo"`` (SLO onto early FA, mutual information); or ``("late", "slo")``.
+            Registration runs at the native resolution, once per item when the dataset caches.
+        sharpen: unsharp-mask the SLO (:class:`UnsharpMaskd`, at native resolution), as the paper does.
+        augment: random rotation (``+/- rotate_deg``), random crop and flips (vertical and horizontal, each with
+            ``flip_prob``), drawn once per item and applied identically to every key (images, fov, ctrd).
+            ``False``: the whole frame resized to ``spatial_size`` (validation).
+        crop_scale: with ``augment``, frames are resized to ``ceil(crop_scale * spatial_size)`` before the random
+            crop; ``None`` crops from the native-resolution frame (the authors' recipe; frames must be at least
+            ``spatial_size``).
+        rotate_deg: rotation range in degrees.
+        flip_prob: probability of each flip.
+        sharpen_kwargs: for :class:`UnsharpMaskd` (``radius``, ``amount``, ...).
+        register_kwargs: for :class:`RegisterElastixd` (``mode``, ``resolutions``, ...).
+        ctrd_kwargs: for :class:`CrossTemporalDifferenced` (``normalize``, ``smooth_sigma``, ...).
+        fov_kwargs: for :class:`FieldOfViewd`.
+        load_kwargs: for :class:`LoadUWFImaged` (``spatial_mismatch``, ``fa_colour``, ...). With ``register``,
+            ``spatial_mismatch`` defaults to ``"ignore"`` (registration resamples onto the early-phase grid).
+        slo_key, early_key, late_key, fov_key, ctrd_key: dictionary keys.
+
+    Returns:
+        a :class:`monai.transforms.Compose` producing ``slo`` ``(3, H, W)``, ``early`` and (``with_late``) ``late``
+        ``(1, H, W)`` in ``[-1, 1]``, ``fov`` ``(1, H, W)`` in ``{0, 1}`` (field of view of the FA frames) and
+        (``with_late``) ``ctrd`` ``(1, H, W)`` in ``[0, 1]``, all float32 MetaTensors. Pixels rotated in from outside
+        the frame repeat the frame's (black) border in the images and are 0 in ``fov`` and ``ctrd``.
+    """
+    size = tuple(int(s) for s in ensure_tuple_rep(spatial_size, 2))
+    image_keys = [slo_key, early_key] + ([late_key] if with_late else [])
+    fa_keys = [early_key] + ([late_key] if with_late else [])
+    targets = _register_targets(register)
+    if "late" in targets and not with_late:
+        raise ValueError("register='late' needs with_late=True (there is no late phase to register).")
+    load_kwargs = dict(load_kwargs or {})
+    if targets:
+        load_kwargs.setdefault("spatial_mismatch", "ignore")
+    xforms: list = [LoadUWFImaged(keys=image_keys, **load_kwargs)]
+    for target in targets:
+        moving = late_key if target == "late" else slo_key
+        xforms.append(RegisterElastixd(fixed_key=early_key, moving_key=moving, **dict(register_kwargs or {})))
+    if sharpen:
+        xforms.append(UnsharpMaskd(keys=slo_key, **dict(sharpen_kwargs or {})))
+    resize_to = size if not augment else (None if crop_scale is None else tuple(math.ceil(crop_scale * s) for s in size))
+    if resize_to is not None:
+        xforms.append(Resized(keys=image_keys, spatial_size=resize_to, mode="bilinear", anti_aliasing=True))
+    xforms.append(FieldOfViewd(keys=fa_keys, mask_key=fov_key, **dict(fov_kwargs or {})))
+    all_keys = image_keys + [fov_key]
+    if with_late:
+        xforms.append(CrossTemporalDifferenced(early_key, late_key, ctrd_key, fov_key=fov_key, **dict(ctrd_kwargs or {})))
+        all_keys.append(ctrd_key)
+    if augment:
+        angle = math.radians(rotate_deg)
+        n_img = len(image_keys)
+        xforms += [
+            RandRotated(
+                keys=all_keys,
+                range_x=angle,
+                prob=1.0,
+                keep_size=True,
+                mode=["bilinear"] * n_img + ["nearest"] + (["bilinear"] if with_late else []),
+                padding_mode=["border"] * n_img + ["zeros"] * (len(all_keys) - n_img),
+            ),
+            RandSpatialCropd(keys=all_keys, roi_size=size, random_size=False),
+            RandFlipd(keys=all_keys, prob=flip_prob, spatial_axis=0),
+            RandFlipd(keys=all_keys, prob=flip_prob, spatial_axis=1),
+        ]
+    xforms.append(EnsureTyped(keys=all_keys, dtype=torch.float32))
+    return Compose(xforms)
+
+
+def uwf_inference_transforms(
+    divisor: int | Sequence[int],
+    sharpen: bool = True,
+    keys: str | Sequence[str] = (UWFKeys.SLO.value,),
+    slo_key: str = UWFKeys.SLO.value,
+    sharpen_kwargs: Mapping[str, Any] | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
+    allow_missing_keys: bool = False,
+) -> Compose:
+    """Invertible dictionary pipeline for generation: load, sharpen the SLO, pad to a multiple of ``divisor``.
+
+    The padding (value ``-1``, the black of ``[-1, 1]`` images, split evenly on both sides) is recorded in the
+    MetaTensors' ``applied_operations``, so ``Invertd(keys="pred", transform=<this Compose>, orig_keys="slo")``
+    crops a generated image back to the native ``(H, W)`` of the SLO.
+
+    Args:
+        divisor: the autoencoder's spatial downsampling factor (``LPUWFModel.size_divisor``); an int or one per
+            spatial axis.
+        sharpen: unsharp-mask the SLO (as for training; use the same setting as the training run).
+        keys: keys holding file paths (``"slo"``; add ``"early"``/``"late"`` to load reference FA frames too).
+        slo_key: the key sharpened.
+        sharpen_kwargs: for :class:`UnsharpMaskd`.
+        load_kwargs: for :class:`LoadUWFImaged`.
+        allow_missing_keys: skip listed keys absent from an item (e.g. items without ``late``).
+
+    Returns:
+        :class:`monai.transforms.Compose`; outputs ``(C, H', W')`` float32 MetaTensors with ``H'``, ``W'`` the
+        smallest multiples of ``divisor`` not below ``H``, ``W``.
+    """
+    keys = [str(k) for k in ensure_tuple(keys)]
+    if not keys:
+        raise ValueError("uwf_inference_transforms: keys must name at least the SLO key, e.g. ('slo',).")
+    xforms: list = [LoadUWFImaged(keys=keys, allow_missing_keys=allow_missing_keys, **dict(load_kwargs or {}))]
+    if sharpen and slo_key in keys:
+        xforms.append(UnsharpMaskd(keys=slo_key, allow_missing_keys=allow_missing_keys, **dict(sharpen_kwargs or {})))
+    xforms.append(
+        DivisiblePadd(keys=keys, k=divisor, mode="constant", value=-1.0, allow_missing_keys=allow_missing_keys)
+    )
+    xforms.append(EnsureTyped(keys=keys, dtype=torch.float32, allow_missing_keys=allow_missing_keys))
+    return Compose(xforms)

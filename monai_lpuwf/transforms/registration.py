@@ -1,0 +1,365 @@
+"""Registration of UWF frames with ITK-elastix (``itk.elastix_registration_method`` / ``itk.transformix_filter``).
+
+Two uses, one transform:
+
+- late-phase FA onto early-phase FA: mono-modal, ``metric="auto"`` picks normalised correlation;
+  ``mode="rigid"``, ``"affine"`` or ``"affine+bspline"`` / ``"rigid+bspline"`` for a non-rigid refinement;
+- SLO onto FA: multi-modal, ``metric="auto"`` picks Mattes mutual information, computed on one grey channel of the
+  SLO (green by default: it shows the vessels best in Optos pseudo-colour).
+
+The moving image is resampled onto the fixed image's pixel grid (so frames of different sizes end up the same
+size), and the same transform is applied to any other listed keys (e.g. a mask: nearest neighbour). The elastix
+parameter maps, a similarity before and after (in the fixed image's field of view), the status and, for linear
+transforms, the 3 x 3 matrix in ``(row, col)`` pixel coordinates (fixed -> moving) are stored in the output
+metadata under ``"registration"``. When registration does not improve the similarity, the moving image is kept as
+it was (identity resampling onto the fixed grid), the status says ``"identity_fallback"`` and a warning is issued.
+
+Pixel grids are used as physical space (spacing 1, origin 0, x = column, y = row). Elastix runs with
+``threads`` threads (default 2) and a fixed random seed, so results are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy, ensure_tuple, look_up_option, optional_import
+
+from monai_lpuwf.keys import UWFKeys
+from monai_lpuwf.transforms.fov import FieldOfView
+
+itk, _has_itk = optional_import("itk")
+
+__all__ = ["RegisterElastix", "RegisterElastixd", "MODES", "METRICS", "similarity"]
+
+MODES = ("translation", "rigid", "similarity", "affine", "rigid+bspline", "affine+bspline", "bspline")
+METRICS = ("auto", "ncc", "mi", "msd")
+_ELASTIX_METRIC = {
+    "ncc": "AdvancedNormalizedCorrelation",
+    "mi": "AdvancedMattesMutualInformation",
+    "msd": "AdvancedMeanSquares",
+}
+_ELASTIX_TRANSFORM = {"translation": "translation", "rigid": "rigid", "similarity": "rigid", "affine": "affine"}
+
+
+def similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray, metric: str, bins: int = 32) -> float:
+    """Similarity of two ``(H, W)`` images inside ``mask`` (higher is better).
+
+    ``"ncc"``: normalised cross-correlation; ``"mi"``: normalised mutual information
+    ``(H(a) + H(b)) / H(a, b)`` from a ``bins`` x ``bins`` joint histogram; ``"msd"``: negative mean squared
+    difference.
+    """
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    if x.size < 16:
+        return float("-inf")
+    if metric == "ncc":
+        x, y = x - x.mean(), y - y.mean()
+        return float((x * y).sum() / (np.sqrt((x * x).sum() * (y * y).sum()) + 1e-12))
+    if metric == "msd":
+        return float(-np.mean((x - y) ** 2))
+    joint, _, _ = np.histogram2d(x, y, bins=bins)
+    p = joint / joint.sum()
+
+    def entropy(q: np.ndarray) -> float:
+        q = q[q > 0]
+        return float(-(q * np.log(q)).sum())
+
+    return (entropy(p.sum(0)) + entropy(p.sum(1))) / max(entropy(p), 1e-12)
+
+
+def _grey(img: np.ndarray, channel: int) -> np.ndarray:
+    return img[0] if img.shape[0] == 1 else img[min(channel, img.shape[0] - 1)]
+
+
+def _fill(img: np.ndarray) -> float:
+    """Value outside the image after resampling: black (-1) for ``[-1, 1]`` images, 0 for masks and maps."""
+    return -1.0 if float(img.min()) < 0 else 0.0
+
+
+def _on_grid(img: np.ndarray, shape: tuple[int, int], fill: float) -> np.ndarray:
+    """Identity resampling of ``(C, h, w)`` onto an ``(H, W)`` grid with the same origin (crop / pad)."""
+    out = np.full(img.shape[:1] + tuple(shape), fill, dtype=img.dtype)
+    h, w = min(shape[0], img.shape[1]), min(shape[1], img.shape[2])
+    out[:, :h, :w] = img[:, :h, :w]
+    return out
+
+
+def _linear_matrix_rc(pmap: dict) -> np.ndarray | None:
+    """3 x 3 fixed -> moving matrix in (row, col) pixels of a linear elastix parameter map, else ``None``."""
+    kind = pmap["Transform"][0]
+    p = np.asarray([float(v) for v in pmap["TransformParameters"]])
+    c = np.asarray([float(v) for v in pmap.get("CenterOfRotationPoint", ("0", "0"))])
+    if kind == "TranslationTransform":
+        m, t = np.eye(2), p[:2]
+    elif kind == "EulerTransform":
+        a = p[0]
+        m, t = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), p[1:3]
+    elif kind == "SimilarityTransform":
+        a = p[1]
+        m, t = p[0] * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]), p[2:4]
+    elif kind == "AffineTransform":
+        m, t = p[:4].reshape(2, 2), p[4:6]
+    else:
+        return None
+    b = c + t - m @ c  # T(p) = M (p - c) + c + t, in (x, y)
+    perm = np.array([[0, 1], [1, 0]])
+    out = np.eye(3)
+    out[:2, :2], out[:2, 2] = perm @ m @ perm, perm @ b
+    return out
+
+
+class RegisterElastix(Transform):
+    """Register ``moving`` onto ``fixed`` with elastix and apply the transform to other images.
+
+    Args:
+        mode: ``"translation"``, ``"rigid"``, ``"similarity"``, ``"affine"``, ``"rigid+bspline"``,
+            ``"affine+bspline"`` (``"bspline"`` = ``"affine+bspline"``).
+        metric: ``"auto"`` (normalised correlation when both images have the same number of channels, i.e. FA onto
+            FA; Mattes mutual information otherwise, i.e. SLO onto FA), ``"ncc"``, ``"mi"``, ``"msd"``.
+        channel: grey channel of a multi-channel image used for the metric (1 = green).
+        resolutions: number of multi-resolution pyramid levels.
+        iterations: optimiser iterations per level (linear stage).
+        bspline_iterations: iterations per level of the B-spline stage.
+        bspline_grid_spacing: control point spacing of the B-spline stage, in pixels.
+        spatial_samples: random samples per iteration.
+        use_fov_masks: restrict the metric to the field of view of both images (computed with :class:`FieldOfView`
+            when no mask is given): burnt-in boxes and borders, identical in both frames, would pull towards identity.
+        fallback: keep the unregistered image when the similarity does not improve (see module docstring).
+        min_improvement: improvement of the similarity required to accept the registration.
+        threads: elastix / transformix threads.
+        seed: random seed of elastix's sampler.
+        parameter_overrides: extra elastix parameters ``{name: value}`` set on every parameter map.
+
+    ``__call__(fixed, moving, others=(), fixed_mask=None, moving_mask=None, nearest=())`` returns
+    ``(moving_registered, [others_registered], info)`` where images are ``(C, H_fixed, W_fixed)`` and ``info``
+    the dict also stored in the outputs' ``meta["registration"]``. ``nearest`` lists the indices of ``others``
+    resampled with nearest neighbour (masks).
+    """
+
+    def __init__(
+        self,
+        mode: str = "affine",
+        metric: str = "auto",
+        channel: int = 1,
+        resolutions: int = 4,
+        iterations: int = 300,
+        bspline_iterations: int = 200,
+        bspline_grid_spacing: float = 64.0,
+        spatial_samples: int = 4096,
+        use_fov_masks: bool = True,
+        fallback: bool = True,
+        min_improvement: float = 0.0,
+        threads: int = 2,
+        seed: int = 0,
+        parameter_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not _has_itk:
+            raise ImportError("RegisterElastix needs itk-elastix: pip install 'itk-elastix>=0.25'.")
+        self.mode = "affine+bspline" if mode == "bspline" else look_up_option(mode, MODES)
+        self.metric = look_up_option(metric, METRICS)
+        self.channel = channel
+        self.resolutions = resolutions
+        self.iterations = iterations
+        self.bspline_iterations = bspline_iterations
+        self.bspline_grid_spacing = bspline_grid_spacing
+        self.spatial_samples = spatial_samples
+        self.use_fov_masks = use_fov_masks
+        self.fallback = fallback
+        self.min_improvement = min_improvement
+        self.threads = threads
+        self.seed = seed
+        self.parameter_overrides = dict(parameter_overrides or {})
+
+    def parameter_object(self, metric: str):
+        """The elastix :class:`itk.ParameterObject` for ``metric`` (``"ncc"``, ``"mi"`` or ``"msd"``)."""
+        params = itk.ParameterObject.New()
+        linear, _, spline = self.mode.partition("+")
+        stages = [(_ELASTIX_TRANSFORM[linear], self.iterations)] + ([("bspline", self.bspline_iterations)] if spline else [])
+        for name, iterations in stages:
+            pmap = params.GetDefaultParameterMap(name, self.resolutions)
+            if linear == "similarity" and name == "rigid":
+                pmap["Transform"] = ("SimilarityTransform",)
+            if name == "bspline":
+                pmap["FinalGridSpacingInPhysicalUnits"] = (str(float(self.bspline_grid_spacing)),)
+            pmap["Metric"] = (_ELASTIX_METRIC[metric],) if name != "bspline" else (_ELASTIX_METRIC[metric], "TransformBendingEnergyPenalty")
+            if name == "bspline":
+                pmap["Metric0Weight"], pmap["Metric1Weight"] = ("1.0",), ("0.01",)
+                pmap["Registration"] = ("MultiMetricMultiResolutionRegistration",)
+            pmap["MaximumNumberOfIterations"] = (str(iterations),)
+            pmap["NumberOfSpatialSamples"] = (str(self.spatial_samples),)
+            pmap["ImageSampler"] = ("RandomCoordinate",)
+            pmap["RandomSeed"] = (str(self.seed),)
+            pmap["ErodeMask"] = ("false",)
+            pmap["AutomaticTransformInitialization"] = ("true",)
+            pmap["AutomaticTransformInitializationMethod"] = ("GeometricalCenter",)
+            pmap["WriteResultImage"] = ("false",)
+            pmap["ResultImagePixelType"] = ("float",)
+            for key, value in self.parameter_overrides.items():
+                pmap[key] = tuple(str(v) for v in ensure_tuple(value))
+            params.AddParameterMap(pmap)
+        return params
+
+    def _transformix(self, img: np.ndarray, transform, nearest: bool, fill: float) -> np.ndarray:
+        """Apply an elastix result transform to every channel of a ``(C, h, w)`` image."""
+        local = itk.ParameterObject.New()
+        for i in range(transform.GetNumberOfParameterMaps()):
+            pmap = transform.GetParameterMap(i)
+            pmap["FinalBSplineInterpolationOrder"] = ("0" if nearest else "3",)
+            pmap["DefaultPixelValue"] = (str(fill),)
+            pmap["ResultImagePixelType"] = ("float",)
+            local.AddParameterMap(pmap)
+        out = []
+        for ch in img:
+            moved = itk.transformix_filter(itk.image_from_array(np.ascontiguousarray(ch, np.float32)), local)
+            out.append(np.asarray(moved, dtype=np.float32))
+        res = np.stack(out)
+        return res if nearest else np.clip(res, float(img.min()), float(img.max()))
+
+    def __call__(
+        self,
+        fixed: NdarrayOrTensor,
+        moving: NdarrayOrTensor,
+        others: Sequence[NdarrayOrTensor] = (),
+        fixed_mask: NdarrayOrTensor | None = None,
+        moving_mask: NdarrayOrTensor | None = None,
+        nearest: Sequence[int] = (),
+    ) -> tuple[NdarrayOrTensor, list, dict]:
+        start = time.perf_counter()
+        others = ensure_tuple(others)
+        f, m = convert_to_numpy(fixed, dtype=np.float32), convert_to_numpy(moving, dtype=np.float32)
+        metric = self.metric if self.metric != "auto" else ("ncc" if f.shape[0] == m.shape[0] else "mi")
+        fg, mg = _grey(f, self.channel), _grey(m, self.channel)
+        shape = fg.shape
+        if self.use_fov_masks:
+            fmask = FieldOfView().mask(f) if fixed_mask is None else convert_to_numpy(fixed_mask)[0] > 0.5
+            mmask = FieldOfView().mask(m) if moving_mask is None else convert_to_numpy(moving_mask)[0] > 0.5
+        else:
+            fmask, mmask = np.ones(shape, bool), np.ones(mg.shape, bool)
+
+        method = itk.ElastixRegistrationMethod.New(
+            itk.image_from_array(np.ascontiguousarray(fg)), itk.image_from_array(np.ascontiguousarray(mg))
+        )
+        method.SetParameterObject(self.parameter_object(metric))
+        if self.use_fov_masks:
+            method.SetFixedMask(itk.image_from_array(fmask.astype(np.uint8)))
+            method.SetMovingMask(itk.image_from_array(mmask.astype(np.uint8)))
+        method.SetLogToConsole(False)
+        # thread count through ITK's global default, restored afterwards: the method's own SetNumberOfThreads
+        # crashes elastix 0.25 in the B-spline stage
+        threads_before = itk.MultiThreaderBase.GetGlobalDefaultNumberOfThreads()
+        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(self.threads)
+        try:
+            method.Update()
+            transform = method.GetTransformParameterObject()
+            registered = self._transformix(m, transform, nearest=False, fill=_fill(m))
+            support = self._transformix(mmask[None].astype(np.float32), transform, nearest=True, fill=0.0)[0] > 0.5
+            outs = [convert_to_numpy(o, dtype=np.float32) for o in ensure_tuple(others)]
+            outs = [self._transformix(o, transform, i in ensure_tuple(nearest), _fill(o)) for i, o in enumerate(outs)]
+        finally:
+            itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
+
+        unregistered = _on_grid(m, shape, _fill(m))
+        before = similarity(fg, _grey(unregistered, self.channel), fmask & _on_grid(mmask[None], shape, 0)[0], metric)
+        after = similarity(fg, _grey(registered, self.channel), fmask & support, metric)
+        accepted = after > before + self.min_improvement or not self.fallback
+        maps = [dict(transform.GetParameterMap(i)) for i in range(transform.GetNumberOfParameterMaps())]
+        matrices = [_linear_matrix_rc(p) for p in maps]
+        info = {
+            "status": "registered" if accepted else "identity_fallback",
+            "mode": self.mode,
+            "metric": metric,
+            "similarity_before": float(before),
+            "similarity_after": float(after),
+            "matrix_rc": json.dumps(matrices[0].tolist()) if len(maps) == 1 and matrices[0] is not None else "",
+            "transform": json.dumps([{k: list(v) for k, v in p.items()} for p in maps]),
+            "time_s": time.perf_counter() - start,
+        }
+        names = [getattr(x, "meta", {}).get("filename_or_obj", "") for x in (fixed, moving)]
+        info["fixed"], info["moving"] = str(names[0]), str(names[1])
+        if not accepted:
+            warnings.warn(
+                f"RegisterElastix ({self.mode}, {metric}): registering {names[1] or 'moving'} onto "
+                f"{names[0] or 'fixed'} did not improve the similarity ({before:.4f} -> {after:.4f}); the unregistered "
+                "image is kept (identity). Check that the frames show the same eye, or try another mode/metric.",
+                stacklevel=2,
+            )
+        if not accepted:
+            outs = [_on_grid(o, shape, _fill(o)) for o in (convert_to_numpy(x, dtype=np.float32) for x in others)]
+        result = registered if accepted else unregistered
+        wrapped = [self._wrap(r, src, fixed, info) for r, src in zip([result, *outs], [moving, *ensure_tuple(others)])]
+        return wrapped[0], wrapped[1:], info
+
+    @staticmethod
+    def _wrap(arr: np.ndarray, src: NdarrayOrTensor, fixed: NdarrayOrTensor, info: dict) -> NdarrayOrTensor:
+        if isinstance(src, MetaTensor):
+            affine = fixed.affine.clone() if isinstance(fixed, MetaTensor) else src.affine.clone()
+            out = MetaTensor(torch.as_tensor(arr), affine=affine, meta=dict(src.meta))
+            out.meta["registration"] = dict(info)
+            out.meta["spatial_shape"] = np.asarray(arr.shape[1:])
+            return out
+        return torch.as_tensor(arr) if isinstance(src, torch.Tensor) else arr
+
+
+class RegisterElastixd(MapTransform):
+    """Dictionary version of :class:`RegisterElastix`.
+
+    Examples::
+
+        RegisterElastixd(fixed_key="early", moving_key="late", mode="affine")          # late FA onto early FA
+        RegisterElastixd(fixed_key="early", moving_key="slo", mode="affine", metric="mi")  # SLO onto FA
+
+    Args:
+        fixed_key: key of the reference image.
+        moving_key: key of the image registered onto it (replaced by the resampled image).
+        other_keys: keys transformed with the same transform (replaced).
+        nearest_keys: keys among ``other_keys`` resampled with nearest neighbour (masks; default: the ``fov`` key).
+        fixed_mask_key, moving_mask_key: optional masks restricting the metric (else computed, see
+            ``use_fov_masks``).
+        allow_missing_keys: when the fixed or moving key is absent, do nothing.
+        kwargs: passed to :class:`RegisterElastix` (``mode``, ``metric``, ``resolutions``, ...).
+    """
+
+    def __init__(
+        self,
+        fixed_key: str = UWFKeys.EARLY.value,
+        moving_key: str = UWFKeys.LATE.value,
+        other_keys: Sequence[str] = (),
+        nearest_keys: Sequence[str] = (UWFKeys.FOV.value,),
+        fixed_mask_key: str | None = None,
+        moving_mask_key: str | None = None,
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__([fixed_key, moving_key, *ensure_tuple(other_keys)], allow_missing_keys)
+        self.fixed_key, self.moving_key = fixed_key, moving_key
+        self.other_keys, self.nearest_keys = tuple(ensure_tuple(other_keys)), set(ensure_tuple(nearest_keys))
+        self.fixed_mask_key, self.moving_mask_key = fixed_mask_key, moving_mask_key
+        self.register = RegisterElastix(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        missing = [k for k in (self.fixed_key, self.moving_key) if k not in d]
+        if missing:
+            if self.allow_missing_keys:
+                return d
+            raise KeyError(f"RegisterElastixd: key(s) {missing} missing from the data (keys: {list(d)}).")
+        others = [k for k in self.other_keys if k in d or not self.allow_missing_keys]
+        moved, moved_others, _ = self.register(
+            d[self.fixed_key],
+            d[self.moving_key],
+            [d[k] for k in others],
+            fixed_mask=d.get(self.fixed_mask_key) if self.fixed_mask_key else None,
+            moving_mask=d.get(self.moving_mask_key) if self.moving_mask_key else None,
+            nearest=[i for i, k in enumerate(others) if k in self.nearest_keys],
+        )
+        d[self.moving_key] = moved
+        d.update(zip(others, moved_others))
+        return d

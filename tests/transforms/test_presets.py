@@ -1,0 +1,158 @@
+"""Training / inference pipelines: identical geometry for every key, bundle-ready outputs, exact inversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+from monai.data import CacheDataset, DataLoader, Dataset, decollate_batch
+from monai.transforms import Invertd
+
+from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.transforms import (
+    CrossTemporalDifference,
+    FieldOfView,
+    LoadUWFImage,
+    save_uwf_image,
+    uwf_inference_transforms,
+    uwf_train_transforms,
+)
+
+
+def _asymmetric_triplet(tmp_path, h=90, w=110):
+    """Grey frames with an off-centre, asymmetric retina and one off-centre leak (late only); SLO = early as RGB.
+
+    Every flip or rotation of this content is visible, so a key transformed differently from the others shows.
+    """
+    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
+    retina = ((rr - 0.42 * h) / (0.36 * h)) ** 2 + ((cc - 0.45 * w) / (0.4 * w)) ** 2 < 1
+    retina &= ~((rr > 0.55 * h) & (cc > 0.55 * w))  # a missing quadrant: not symmetric under any flip
+    texture = np.random.default_rng(0).normal(0, 0.05, (h, w))
+    early = np.where(retina, 0.3 + 0.4 * cc / w + 0.1 * np.sin(rr / 5) + texture, -1.0)
+    blob = np.exp(-((rr - 0.3 * h) ** 2 + (cc - 0.3 * w) ** 2) / (2 * 4.0**2))
+    late = np.where(retina, early + 0.6 * blob, -1.0)
+    paths = {}
+    for key, img in (("slo", np.repeat(early[None], 3, 0)), ("early", early[None]), ("late", late[None])):
+        paths[key] = str(save_uwf_image(img, tmp_path / f"{key}.tif", bit_depth=16))
+    return paths
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_train_augmentation_identical_geometry_for_all_keys(tmp_path, seed):
+    paths = _asymmetric_triplet(tmp_path)
+    pipeline = uwf_train_transforms((64, 72), sharpen=False, crop_scale=1.2)
+    pipeline.set_random_state(seed)
+    out = pipeline(paths)
+    assert {k: tuple(out[k].shape) for k in out} == {
+        "slo": (3, 64, 72), "early": (1, 64, 72), "late": (1, 64, 72), "fov": (1, 64, 72), "ctrd": (1, 64, 72)
+    }
+    assert all(out[k].dtype == torch.float32 for k in out)
+    # the same picture under slo (x3) and early: identical pixels after augmentation
+    for c in range(3):
+        torch.testing.assert_close(out["slo"][c], out["early"][0], atol=1e-5, rtol=0)
+    # late differs from early only in the blob: outside it they must coincide pixel for pixel
+    far = (out["ctrd"][0] < 1e-3) & (out["fov"][0] > 0)
+    torch.testing.assert_close(out["late"][0][far], out["early"][0][far], atol=2e-2, rtol=0)
+    # fov follows the transformed retina, ctrd the transformed |late - early|
+    retina = out["early"][0] > -0.5
+    fov = out["fov"][0] > 0.5
+    dice = 2 * (retina & fov).sum() / (retina.sum() + fov.sum())
+    assert dice > 0.95, dice
+    diff = (out["late"][0] - out["early"][0]).abs()
+    centre_ctrd = ndi.center_of_mass(out["ctrd"][0].numpy())
+    centre_diff = ndi.center_of_mass(diff.numpy())
+    assert np.hypot(*np.subtract(centre_ctrd, centre_diff)) <= 1.5, (centre_ctrd, centre_diff)
+    corr = np.corrcoef(out["ctrd"][0].numpy().ravel(), diff.numpy().ravel())[0, 1]
+    assert corr > 0.9, corr
+
+
+def test_train_augmentation_draws_differ_between_items(tmp_path):
+    """Augmentation really is random (a pipeline that never rotates or flips would pass the geometry test)."""
+    paths = _asymmetric_triplet(tmp_path)
+    pipeline = uwf_train_transforms((64, 72), sharpen=False)
+    pipeline.set_random_state(0)
+    outs = [pipeline(paths)["early"] for _ in range(4)]
+    assert min(float((outs[0] - o).abs().max()) for o in outs[1:]) > 0.1
+
+
+def test_validation_pipeline_is_deterministic_resize(tmp_path):
+    paths = _asymmetric_triplet(tmp_path)
+    out = uwf_train_transforms(48, sharpen=False, augment=False)(paths)
+    again = uwf_train_transforms(48, sharpen=False, augment=False)(paths)
+    assert tuple(out["early"].shape) == (1, 48, 48)
+    for k in out:
+        torch.testing.assert_close(out[k], again[k])
+    # oracle: the CTRD map of the resized frames inside the recomputed field of view
+    fov = FieldOfView("fa")(out["early"]) * FieldOfView("fa")(out["late"])
+    torch.testing.assert_close(out["fov"].as_tensor(), fov.as_tensor())
+    ctrd = CrossTemporalDifference()(out["early"], out["late"], fov)
+    torch.testing.assert_close(out["ctrd"].as_tensor(), ctrd.as_tensor())
+
+
+def test_without_late_and_sharpening_flags(tmp_path):
+    paths = _asymmetric_triplet(tmp_path)
+    no_late = uwf_train_transforms(32, with_late=False, augment=False, sharpen=False)({k: paths[k] for k in ("slo", "early")})
+    assert set(no_late) == {"slo", "early", "fov"}
+    sharp = uwf_train_transforms(32, with_late=False, augment=False, sharpen=True)({k: paths[k] for k in ("slo", "early")})
+    assert float((sharp["slo"] - no_late["slo"]).abs().max()) > 1e-3  # sharpening is on by default, and does something
+    torch.testing.assert_close(sharp["early"], no_late["early"])  # ... on the SLO only
+    with pytest.raises(ValueError, match="register"):
+        uwf_train_transforms(32, with_late=False, register="late")
+    with pytest.raises(ValueError, match="unknown target"):
+        uwf_train_transforms(32, register="early")
+
+
+def test_train_pipeline_batches_through_cache_dataset(tmp_path):
+    """As the bundle uses it: CacheDataset + DataLoader on phantoms, batches of the keys the trainers read."""
+    recs = generate_phantoms(tmp_path, num=3, size=(96, 80))
+    items = [{k: r[k] for k in ("slo", "early", "late")} for r in recs]
+    ds = CacheDataset(items, uwf_train_transforms((64, 48)), progress=False)
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert tuple(batch["slo"].shape) == (3, 3, 64, 48)
+    for k in ("early", "late", "fov", "ctrd"):
+        assert tuple(batch[k].shape) == (3, 1, 64, 48)
+    assert batch["early"].min() >= -1 and batch["early"].max() <= 1
+    assert set(torch.unique(batch["fov"]).tolist()) <= {0.0, 1.0}
+    assert batch["ctrd"].min() >= 0 and batch["ctrd"].max() <= 1
+
+
+@pytest.mark.parametrize("size", [(682, 853), (512, 640), (37, 50)])
+@pytest.mark.parametrize("divisor", [8, 32])
+def test_inference_padding_is_inverted_to_native_size(tmp_path, size, divisor):
+    rng = np.random.default_rng(0)
+    slo = rng.uniform(-1, 1, (3, *size)).astype(np.float32)
+    path = save_uwf_image(slo, tmp_path / "1.png")
+    pre = uwf_inference_transforms(divisor, sharpen=False)
+    item = pre({"slo": str(path)})
+    padded = tuple(item["slo"].shape[1:])
+    assert all(p % divisor == 0 and 0 <= p - s < divisor for p, s in zip(padded, size))
+    assert float(item["slo"].min()) >= -1.0
+    # a "generated" image: here the padded SLO's green channel, so the native crop is known exactly
+    item["pred"] = item["slo"][1:2].clone()
+    inverted = Invertd(keys="pred", transform=pre, orig_keys="slo")(item)
+    assert tuple(inverted["pred"].shape) == (1, *size)
+    expected = LoadUWFImage("slo")(path)[1:2]
+    torch.testing.assert_close(inverted["pred"].as_tensor(), expected.as_tensor())
+
+
+def test_inference_inversion_through_a_batch(tmp_path):
+    """As the inference bundle runs it: DataLoader batch -> decollate -> Invertd, with sharpening on."""
+    paths = []
+    for i, size in enumerate([(682, 853), (682, 853)]):
+        img = np.random.default_rng(i).uniform(-1, 1, (3, *size)).astype(np.float32)
+        paths.append({"slo": str(save_uwf_image(img, tmp_path / f"{i}.png"))})
+    pre = uwf_inference_transforms(8)
+    batch = next(iter(DataLoader(Dataset(paths, pre), batch_size=2)))
+    assert tuple(batch["slo"].shape) == (2, 3, 688, 856)
+    batch["pred"] = batch["slo"][:, :1] * 0.5
+    items = [Invertd(keys="pred", transform=pre, orig_keys="slo")(d) for d in decollate_batch(batch)]
+    assert [tuple(d["pred"].shape) for d in items] == [(1, 682, 853)] * 2
+
+
+def test_inference_missing_late_is_allowed_when_asked(tmp_path):
+    img = np.random.default_rng(0).uniform(-1, 1, (3, 20, 30)).astype(np.float32)
+    slo = save_uwf_image(img, tmp_path / "1.png")
+    pre = uwf_inference_transforms(8, keys=("slo", "late"), allow_missing_keys=True)
+    out = pre({"slo": str(slo)})
+    assert set(out) == {"slo"} and tuple(out["slo"].shape) == (3, 24, 32)
