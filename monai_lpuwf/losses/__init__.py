@@ -1,5 +1,6 @@
-"""Losses of LPUWF-LDM. The offline perceptual loss lives in :mod:`monai_lpuwf.losses.perceptual`."""
+"""Losses of LPUWF-LDM: the CTRD noise-prediction loss and an offline (local-weights) perceptual loss."""
 
 from .ctrd import CTRDLoss
+from .perceptual import OfflinePerceptualLoss
 
-__all__ = ["CTRDLoss"]
+__all__ = ["CTRDLoss", "OfflinePerceptualLoss"]

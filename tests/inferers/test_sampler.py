@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from monai_lpuwf.inferers import LPUWFSampler, build_scheduler
+from monai_lpuwf.networks import build_model
 
 
 def _slo(shape, seed=0):
@@ -75,6 +76,24 @@ def test_any_size_is_padded_and_cropped(tiny_model):
     padded = F.pad(slo, (7, 7, 13, 14), value=-1.0)  # 50 -> 64 (7, 7), 37 -> 64 (13, 14)
     expected = sampler(padded, tiny_model)["pred"][..., 13:50, 7:57]
     torch.testing.assert_close(got, expected)
+
+
+def test_native_uwf_frame_853_x_682():
+    """A whole native frame: padded to 864 x 704 (divisor 32) with -1, generated, cropped back to 682 x 853."""
+    torch.manual_seed(0)
+    model = build_model(  # no non-local attention in the autoencoder: keeps this full-size test quick
+        "small",
+        autoencoder={"channels": (4, 4, 8), "norm_num_groups": 4, "with_encoder_nonlocal_attn": False,
+                     "with_decoder_nonlocal_attn": False},
+        unet={"channels": (8, 8, 8, 8), "norm_num_groups": 4, "num_head_channels": 8},
+        controlnet={"conditioning_embedding_num_channels": (4, 4, 4)},
+    ).eval()
+    slo = _slo((1, 3, 682, 853), seed=5)
+    sampler = LPUWFSampler("ddim", num_inference_steps=1, seed=2)
+    got = sampler(slo, model)["pred"]
+    assert got.shape == (1, 1, 682, 853) and torch.isfinite(got).all()
+    padded = F.pad(slo, (5, 6, 11, 11), value=-1.0)  # 853 -> 864 (5, 6), 682 -> 704 (11, 11)
+    torch.testing.assert_close(got, sampler(padded, model)["pred"][..., 11:693, 5:858])
 
 
 def test_schedulers_and_clip_sample(tiny_model):

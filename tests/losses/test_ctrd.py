@@ -78,3 +78,11 @@ def test_gradient_and_errors():
         CTRDLoss(reduction="max")
     with pytest.raises(ValueError):
         CTRDLoss(alpha=-1)
+
+
+def test_package_exports_both_losses():
+    import monai_lpuwf.losses as losses
+    from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss
+
+    assert losses.OfflinePerceptualLoss is OfflinePerceptualLoss and losses.CTRDLoss is CTRDLoss
+    assert set(losses.__all__) >= {"CTRDLoss", "OfflinePerceptualLoss"}

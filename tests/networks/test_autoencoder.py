@@ -55,15 +55,24 @@ def _authors_conditional_decode(gen_ae, z, features_by_shape):
     return h
 
 
-def test_conditional_decoder_matches_authors_rule(tiny, randomize, generative_nets):
-    ours = randomize(ConditionalAutoencoderKL(channels=tiny.AE_CHANNELS, include_fc=False, **tiny.AE), seed=5)
-    gen = generative_nets.AutoencoderKL(num_channels=tiny.AE_CHANNELS, **tiny.AE).eval()
+@pytest.mark.parametrize("layout", ["tiny", "deep"])
+def test_conditional_decoder_matches_authors_rule(tiny, randomize, generative_nets, layout):
+    """Feature placement and widths derive from the autoencoder's configuration (checked on two layouts)."""
+    if layout == "tiny":
+        channels, kw = tiny.AE_CHANNELS, dict(tiny.AE)
+    else:
+        channels = (4, 8, 8, 16)
+        kw = {**tiny.AE, "num_res_blocks": 2, "attention_levels": (False, False, False, True)}
+    ours = randomize(ConditionalAutoencoderKL(channels=channels, include_fc=False, **kw), seed=5)
+    assert ours.condition_encoder.channels == channels
+    gen = generative_nets.AutoencoderKL(num_channels=channels, **kw).eval()
     missing, unexpected = gen.load_state_dict(_to_generative_keys(ours), strict=False)
     assert not unexpected and all(".proj_attn." in k for k in missing)  # proj_attn: never applied by monai-generative
-    z, slo = torch.randn(2, 4, 4, 4), torch.randn(2, 3, 16, 16)
-    feats = ours.encode_condition(slo)
-    by_shape = {str(tuple(f.shape)): f for f in feats}
+    latent = 16 // ours.downsample_factor
+    z, slo = torch.randn(2, 4, latent, latent), torch.randn(2, 3, 16, 16)
     with torch.no_grad():
+        feats = ours.encode_condition(slo)
+        by_shape = {str(tuple(f.shape)): f for f in feats}
         expected = _authors_conditional_decode(gen, z, by_shape)
         got = ours.eval().decode(z, cond=slo)
         got_precomputed = ours.decode(z, cond=feats)

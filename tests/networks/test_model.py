@@ -110,3 +110,21 @@ def test_build_model_overrides():
         build_model("huge")
     with pytest.raises(ValueError, match="conditioning_embedding_num_channels"):
         build_model("small", controlnet={"conditioning_embedding_num_channels": (8, 16)})
+
+
+def test_attention_kernel_default_is_not_part_of_the_config(randomize):
+    """Attention uses scaled_dot_product_attention by default; outputs equal MONAI's explicit attention matrix."""
+    from monai.networks.blocks.selfattention import SABlock
+
+    fast = randomize(build_model("small"), seed=4).eval()
+    explicit = build_model(
+        "small", autoencoder={"use_flash_attention": False}, unet={"use_flash_attention": False}
+    ).eval()
+    explicit.load_state_dict(fast.state_dict())
+    assert all(m.use_flash_attention for m in fast.modules() if isinstance(m, SABlock))
+    assert not any(m.use_flash_attention for m in explicit.modules() if isinstance(m, SABlock))
+    assert "use_flash_attention" not in fast.config["autoencoder"] and "use_flash_attention" not in fast.config["unet"]
+    x, slo, t = torch.randn(1, 4, 8, 8), torch.rand(1, 3, 32, 32) * 2 - 1, torch.tensor([321])
+    with torch.no_grad():
+        torch.testing.assert_close(fast.denoise(x, t, slo), explicit.denoise(x, t, slo), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fast.decode_latents(x, slo), explicit.decode_latents(x, slo), atol=1e-5, rtol=1e-4)
