@@ -48,13 +48,20 @@ def _largest_filled(mask: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
 
 
-def flat_box_mask(grey: np.ndarray, min_area_fraction: float = 0.002, fill_ratio: float = 0.85) -> np.ndarray:
-    """Burnt-in boxes: rectangular regions where the image is (nearly) flat.
+def flat_box_mask(
+    grey: np.ndarray, min_area_fraction: float = 0.002, fill_ratio: float = 0.85, max_range: float = 8 / 255
+) -> np.ndarray:
+    """Burnt-in boxes: rectangular regions where the image is (nearly) constant.
+
+    A box is a connected region where neighbouring pixels differ by less than 1.5 grey levels (of 255), whose
+    values span at most ``max_range`` (a smooth ramp of the retina is not a box), that fills at least
+    ``fill_ratio`` of its bounding box and covers at least ``min_area_fraction`` of the image.
 
     Args:
         grey: ``(H, W)`` image in ``[0, 1]``.
         min_area_fraction: smallest box area as a fraction of the image.
         fill_ratio: smallest (component area / bounding box area) to count as a rectangle.
+        max_range: largest spread (max - min) of the values inside a box.
 
     Returns:
         bool ``(H, W)``, True inside the detected boxes (grown by 2 pixels).
@@ -68,7 +75,7 @@ def flat_box_mask(grey: np.ndarray, min_area_fraction: float = 0.002, fill_ratio
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
         comp = labels[sl] == i
         area = comp.sum()
-        if area >= min_area and area / comp.size >= fill_ratio:
+        if area >= min_area and area / comp.size >= fill_ratio and np.ptp(grey[sl][comp]) <= max_range:
             out[sl] |= comp
     return ndi.binary_dilation(out, iterations=2) if out.any() else out
 

@@ -31,12 +31,19 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_numpy, ensure_tuple, look_up_option, optional_import
+from monai.utils import convert_to_dst_type, convert_to_numpy, ensure_tuple, look_up_option, optional_import
 
 from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms.fov import FieldOfView
 
-itk, _has_itk = optional_import("itk")
+
+
+def _itk():
+    """The ``itk`` module, imported on first use (loading elastix takes seconds; plain transform users skip it)."""
+    itk, has_itk = optional_import("itk")
+    if not has_itk or not hasattr(itk, "ElastixRegistrationMethod"):
+        raise ImportError("RegisterElastix needs itk-elastix: pip install 'itk-elastix>=0.25'.")
+    return itk
 
 __all__ = ["RegisterElastix", "RegisterElastixd", "MODES", "METRICS", "similarity"]
 
@@ -161,8 +168,6 @@ class RegisterElastix(Transform):
         seed: int = 0,
         parameter_overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        if not _has_itk:
-            raise ImportError("RegisterElastix needs itk-elastix: pip install 'itk-elastix>=0.25'.")
         self.mode = "affine+bspline" if mode == "bspline" else look_up_option(mode, MODES)
         self.metric = look_up_option(metric, METRICS)
         self.channel = channel
@@ -180,6 +185,7 @@ class RegisterElastix(Transform):
 
     def parameter_object(self, metric: str):
         """The elastix :class:`itk.ParameterObject` for ``metric`` (``"ncc"``, ``"mi"`` or ``"msd"``)."""
+        itk = _itk()
         params = itk.ParameterObject.New()
         linear, _, spline = self.mode.partition("+")
         stages = [(_ELASTIX_TRANSFORM[linear], self.iterations)] + ([("bspline", self.bspline_iterations)] if spline else [])
@@ -209,6 +215,7 @@ class RegisterElastix(Transform):
 
     def _transformix(self, img: np.ndarray, transform, nearest: bool, fill: float) -> np.ndarray:
         """Apply an elastix result transform to every channel of a ``(C, h, w)`` image."""
+        itk = _itk()
         local = itk.ParameterObject.New()
         for i in range(transform.GetNumberOfParameterMaps()):
             pmap = transform.GetParameterMap(i)
@@ -232,6 +239,7 @@ class RegisterElastix(Transform):
         moving_mask: NdarrayOrTensor | None = None,
         nearest: Sequence[int] = (),
     ) -> tuple[NdarrayOrTensor, list, dict]:
+        itk = _itk()
         start = time.perf_counter()
         others = ensure_tuple(others)
         f, m = convert_to_numpy(fixed, dtype=np.float32), convert_to_numpy(moving, dtype=np.float32)
@@ -299,13 +307,13 @@ class RegisterElastix(Transform):
 
     @staticmethod
     def _wrap(arr: np.ndarray, src: NdarrayOrTensor, fixed: NdarrayOrTensor, info: dict) -> NdarrayOrTensor:
-        if isinstance(src, MetaTensor):
-            affine = fixed.affine.clone() if isinstance(fixed, MetaTensor) else src.affine.clone()
-            out = MetaTensor(torch.as_tensor(arr), affine=affine, meta=dict(src.meta))
+        out, *_ = convert_to_dst_type(arr, dst=src, dtype=torch.float32 if isinstance(src, torch.Tensor) else np.float32)
+        if isinstance(out, MetaTensor):
+            if isinstance(fixed, MetaTensor):
+                out.affine = fixed.affine.clone()  # resampled onto the fixed image's grid
             out.meta["registration"] = dict(info)
             out.meta["spatial_shape"] = np.asarray(arr.shape[1:])
-            return out
-        return torch.as_tensor(arr) if isinstance(src, torch.Tensor) else arr
+        return out
 
 
 class RegisterElastixd(MapTransform):
