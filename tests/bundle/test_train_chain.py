@@ -1,0 +1,149 @@
+"""The four training configs, run in order through ``monai.bundle`` on tiny phantoms (``trained_bundle``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.networks.schedulers import DDPMScheduler
+
+from monai_lpuwf.data import datalist_from_folder
+from monai_lpuwf.engines import load_model
+from monai_lpuwf.inferers import LPUWFInferer
+from monai_lpuwf.networks import PRESETS, build_model
+from monai_lpuwf.transforms import uwf_train_transforms
+
+STAGES = ("autoencoder", "condition_encoder", "diffusion", "late")
+WEIGHTS = {
+    "autoencoder": "model_autoencoder.pt",
+    "condition_encoder": "model_condition_encoder.pt",
+    "diffusion": "model_diffusion.pt",
+    "late": "model.pt",
+}
+IMAGE_SIZE = (64, 64)  # the tiny runs' image_size
+pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
+# sub-modules whose weights each stage may change (the rest must come through bit for bit)
+TRAINED_PREFIXES = {
+    "condition_encoder": ("autoencoder.condition_encoder.",),
+    "diffusion": ("unet.", "controlnet.", "scale_factor"),
+    "late": ("unet.", "controlnet."),
+}
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _training_batch(root: Path) -> dict[str, torch.Tensor]:
+    """The run's training phantoms, un-augmented, as one batch (slo, early, late, fov, ctrd)."""
+    folder = next((root / "work" / "data").glob("phantoms_*"))
+    items = datalist_from_folder(folder)
+    transform = uwf_train_transforms(spatial_size=IMAGE_SIZE, augment=False)
+    data = [transform(item) for item in items]
+    return {k: torch.stack([torch.as_tensor(d[k]) for d in data]) for k in ("slo", "early", "late")}
+
+
+def _weights(root: Path, stage: str) -> dict:
+    return _load(root / "models" / WEIGHTS[stage])
+
+
+def test_every_stage_writes_weights_and_resumable_state(trained_bundle, bundle):
+    steps = bundle.TINY_RUN["max_epochs"] * bundle.ITERATIONS_PER_EPOCH
+    for stage in STAGES:
+        weights = _weights(trained_bundle, stage)
+        assert set(weights) == {"model", "config"}, stage
+        assert weights["config"]["autoencoder"]["channels"] == bundle.TINY_NETWORK["autoencoder"]["channels"]
+        state = _load(trained_bundle / "models" / stage / "checkpoint_last.pt")
+        expected = {"model", "config", "optimizer", "lr_scheduler", "trainer"}
+        if stage in ("autoencoder", "condition_encoder"):
+            expected |= {"discriminator", "d_optimizer"}
+        assert set(state) == expected, stage
+        assert state["trainer"]["iteration"] == steps, stage
+        assert all(torch.equal(state["model"][k], v) for k, v in weights["model"].items()), stage
+        assert (trained_bundle / "models" / stage / "model_best.pt").is_file(), stage
+        assert len(bundle.scalars(trained_bundle, stage, "loss")) == steps, stage  # one TensorBoard point per iteration
+        assert bundle.scalars(trained_bundle, stage, "val_psnr"), stage
+
+
+def test_each_stage_trains_only_its_modules(trained_bundle):
+    for previous, stage in zip(STAGES, STAGES[1:]):
+        before, after = _weights(trained_bundle, previous)["model"], _weights(trained_bundle, stage)["model"]
+        assert before.keys() == after.keys()
+        changed = {k for k in after if not torch.equal(before[k], after[k])}
+        allowed = TRAINED_PREFIXES[stage]
+        assert not {k for k in changed if not k.startswith(allowed)}, f"{stage} changed frozen weights"
+        for prefix in allowed:
+            assert any(k.startswith(prefix) for k in changed), f"{stage} did not train {prefix}"
+
+
+def test_scale_factor_is_computed_once_in_stage_3_and_carried_to_inference(trained_bundle):
+    initial = PRESETS["small"]["scale_factor"]
+    assert float(_weights(trained_bundle, "condition_encoder")["model"]["scale_factor"]) == initial
+    stage3 = float(_weights(trained_bundle, "diffusion")["model"]["scale_factor"])
+    assert stage3 != initial
+    final = _weights(trained_bundle, "late")
+    assert float(final["model"]["scale_factor"]) == stage3 and final["config"]["scale_factor"] == stage3
+    # oracle: 1 / std of the stage-2 autoencoder's sampled latents of the (here un-augmented) training early phase
+    model = load_model(trained_bundle / "models" / WEIGHTS["condition_encoder"]).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        z = model.autoencoder.encode_stage_2_inputs(_training_batch(trained_bundle)["early"])
+    assert stage3 == pytest.approx(1.0 / z.std().item(), rel=0.25)
+
+
+def test_model_pt_holds_everything_inference_needs(trained_bundle, bundle):
+    path = trained_bundle / "models" / "model.pt"
+    model = load_model(path).eval()
+    saved = _weights(trained_bundle, "late")
+    reference = build_model("small", **bundle.TINY_NETWORK)
+    assert type(model) is type(reference)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert all(torch.equal(v, saved["model"][k]) for k, v in model.state_dict().items())
+    slo = _training_batch(trained_bundle)["slo"][:1]
+    with torch.no_grad():
+        pred = LPUWFInferer(scheduler="ddim", num_inference_steps=2, seed=0)(slo, model)
+    assert pred.shape == (1, 1, *IMAGE_SIZE) and torch.isfinite(pred).all()
+
+
+def _reconstruction_loss(path: Path, batch: dict[str, torch.Tensor]) -> float:
+    """Stage-2 objective on a fixed probe: MSE of the SLO-conditioned reconstruction from the latent means."""
+    model = load_model(path).eval()
+    with torch.no_grad():
+        losses = []
+        for key in ("early", "late"):
+            z, _ = model.autoencoder.encode(batch[key])
+            losses.append(F.mse_loss(model.autoencoder.decode(z, batch["slo"]), batch[key]).item())
+    return sum(losses) / len(losses)
+
+
+def _diffusion_loss(path: Path, batch: dict[str, torch.Tensor], key: str, scale: float) -> float:
+    """Epsilon-prediction MSE on a fixed probe: the FA latents noised with fixed noise at t = 50, 150, ..., 950."""
+    model = load_model(path).eval()
+    model.scale_factor.fill_(scale)  # the same latents before and after stage 3 (which computes the scale)
+    scheduler = DDPMScheduler(**model.schedule)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    with torch.no_grad():
+        z = model.encode_latents(batch[key], sample=False)
+        for t in range(50, 1000, 100):
+            noise = torch.randn(z.shape, generator=generator)
+            timesteps = torch.full((z.shape[0],), t)
+            pred = model(scheduler.add_noise(z, noise, timesteps), timesteps, batch["slo"])
+            losses.append(F.mse_loss(pred, noise).item())
+    return sum(losses) / len(losses)
+
+
+def test_losses_fall_on_a_fixed_seed(trained_bundle, bundle):
+    """8 steps at lr 1e-3 on the tiny model: every stage's objective goes down."""
+    rec = bundle.scalars(trained_bundle, "autoencoder", "loss_rec")  # stage 1: the logged L1, from its first step on
+    assert sum(rec[-3:]) < 0.8 * sum(rec[:3]), rec
+    batch = _training_batch(trained_bundle)
+    models = {stage: trained_bundle / "models" / WEIGHTS[stage] for stage in STAGES}
+    before, after = (_reconstruction_loss(models[s], batch) for s in ("autoencoder", "condition_encoder"))
+    assert after < 0.95 * before, (before, after)
+    scale = float(_load(models["diffusion"])["model"]["scale_factor"])
+    for stage, previous, key in (("diffusion", "condition_encoder", "early"), ("late", "diffusion", "late")):
+        before, after = (_diffusion_loss(models[s], batch, key, scale) for s in (previous, stage))
+        assert after < 0.98 * before, (stage, before, after)
