@@ -50,6 +50,7 @@ __all__ = [
     "QuantizeIntensity",
     "QuantizeIntensityd",
     "load_generation_model",
+    "output_levels",
     "save_generated",
 ]
 
@@ -311,7 +312,8 @@ def load_generation_model(
     return model.eval()
 
 
-def _levels(dtype: str) -> float | None:
+def output_levels(dtype: str) -> float | None:
+    """Largest stored value of an output dtype (255, 65535), ``None`` for ``"float32"`` (``[0, 1]`` values)."""
     dtype = look_up_option(str(dtype), OUTPUT_DTYPES)
     return float(np.iinfo(dtype).max) if dtype != "float32" else None
 
@@ -388,7 +390,7 @@ def save_generated(
         data_root_dir: see :class:`~monai.transforms.SaveImaged` (sub-folders of inputs are mirrored).
         value_range: intensity range of ``data[key]``.
     """
-    levels = _levels(output_dtype)
+    levels = output_levels(output_dtype)
     tmp = f"_{key}_to_save"
     xforms: list = [
         CopyItemsd(keys=key, names=tmp),

@@ -36,7 +36,7 @@ from monai.utils import LossReduction, look_up_option
 
 from monai_lpuwf.metrics.weights import resolve_weights_path
 
-__all__ = ["PERCEPTUAL_NETWORKS", "OfflinePerceptualLoss", "build_feature_network"]
+__all__ = ["PERCEPTUAL_NETWORKS", "OfflinePerceptualLoss", "build_feature_network", "perceptual_network_name"]
 
 # name -> (layer spec, feature slice ends, channels per slice, torchvision file, LPIPS file).
 # spec items: (out_channels, kernel, stride, padding) for a conv (+ ReLU), "M" for 3x3/2 (AlexNet) or 2x2/2 max pool.
@@ -68,6 +68,11 @@ _LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/tree/master/lpip
 # LPIPS's input scaling: ImageNet mean/std expressed for [-1, 1] inputs.
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
+
+
+def perceptual_network_name(network: str) -> str:
+    """``"alexnet"`` or ``"vgg16"`` for a network name or alias (``"alex"``, ``"vgg"``); raises for others."""
+    return look_up_option(_ALIASES.get(str(network).lower(), str(network).lower()), tuple(PERCEPTUAL_NETWORKS))
 
 
 def build_feature_network(network: str) -> nn.Sequential:
@@ -121,7 +126,7 @@ class OfflinePerceptualLoss(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        name = look_up_option(_ALIASES.get(str(network).lower(), str(network).lower()), tuple(PERCEPTUAL_NETWORKS))
+        name = perceptual_network_name(network)
         info = PERCEPTUAL_NETWORKS[name]
         self.network = name
         self.reduction = look_up_option(reduction, LossReduction).value

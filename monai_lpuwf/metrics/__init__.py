@@ -7,6 +7,12 @@ Inception-v3, LPIPS AlexNet/VGG16) are loaded only from local files; nothing is 
 from __future__ import annotations
 
 from monai_lpuwf.metrics.baselines import BASELINE_NAMES, constant_prediction, mean_intensity, score_with_baselines
+from monai_lpuwf.metrics.evaluation import (
+    GenerationEvaluationHandler,
+    fid_extractor,
+    optional_lpips,
+    training_mean_intensity,
+)
 from monai_lpuwf.metrics.fid import compute_fid_is, frechet_distance_from_features
 from monai_lpuwf.metrics.frame_scores import score_frames
 from monai_lpuwf.metrics.image_scores import (
@@ -44,6 +50,7 @@ from monai_lpuwf.metrics.weights import resolve_weights_path
 
 __all__ = [
     "BASELINE_NAMES", "constant_prediction", "mean_intensity", "score_with_baselines",
+    "GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity",
     "compute_fid_is", "frechet_distance_from_features", "score_frames",
     "MS_SSIM_WEIGHTS", "SCORE_NAMES", "compute_image_scores", "compute_masked_image_scores", "ms_ssim_min_size",
     "to_unit_range", "FID_WEIGHTS_FILENAME", "FID_WEIGHTS_URL", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",

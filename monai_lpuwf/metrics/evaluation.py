@@ -1,0 +1,277 @@
+"""Evaluation of a generation run: per-frame scores, FID/IS, spectra, baselines and the report folder.
+
+:class:`GenerationEvaluationHandler` is attached to the :class:`~monai.engines.SupervisedEvaluator` of
+``bundle/configs/evaluate.json``. After the evaluator's post-processing (padding cropped off, prediction rounded
+to the levels of the written file, field of view computed from the real late phase), it scores every frame with
+:func:`~monai_lpuwf.metrics.baselines.score_with_baselines` (model, constant image, early phase; whole frame,
+field of view, lesion region, LPIPS where weights are given), keeps Inception-v3 features and radial power
+spectra, and at the end of the run writes :class:`~monai_lpuwf.metrics.report.EvaluationReport`'s
+``scores.csv``, ``summary.json`` (with FID, IS and spectral distances of every predictor), ``examples.png`` and
+``spectrum.png``.
+
+The helpers :func:`fid_extractor`, :func:`optional_lpips` and :func:`training_mean_intensity` build the
+handler's inputs from bundle options with messages that name the option to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_lpuwf.metrics.baselines import constant_prediction, mean_intensity, score_with_baselines
+from monai_lpuwf.metrics.fid import frechet_distance_from_features
+from monai_lpuwf.metrics.inception import INCEPTION_WEIGHTS_ENV, InceptionFeatureExtractor
+from monai_lpuwf.metrics.inception_score import inception_score
+from monai_lpuwf.metrics.report import EvaluationReport
+from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
+
+__all__ = ["GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity"]
+
+logger = logging.getLogger(__name__)
+
+
+def fid_extractor(
+    enabled: bool = True, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> InceptionFeatureExtractor | None:
+    """The FID Inception-v3 feature extractor for an evaluation, or ``None`` when FID/IS are switched off.
+
+    Args:
+        enabled: ``False`` (bundle option ``--fid false``) evaluates without FID and IS, saying so in the log
+            and in ``summary.json``. There is no silent fallback: with ``enabled`` and no weights file, this raises.
+        weights_path: ``pt_inception-2015-12-05-6726825d.pth``; ``None`` reads ``MONAI_LPUWF_INCEPTION_WEIGHTS``.
+        device: where the network runs.
+
+    Raises:
+        FileNotFoundError: no weights file, naming the file, where to get it and the options.
+    """
+    if not enabled:
+        logger.warning("FID and Inception Score are switched off (fid=false): summary.json reports them as null.")
+        return None
+    try:
+        return InceptionFeatureExtractor(weights_path, device=device)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err}\nIn the bundle: pass --fid_weights /path/to/pt_inception-2015-12-05-6726825d.pth or set "
+            f"{INCEPTION_WEIGHTS_ENV}; or run with --fid false to evaluate without FID and IS."
+        ) from err
+
+
+def optional_lpips(
+    network: str = "alexnet",
+    weights_path: str | os.PathLike | None = None,
+    lpips_weights_path: str | os.PathLike | None = None,
+):
+    """An LPIPS scorer where the LPIPS v0.1 linear-layer weights are given, else ``None`` (no LPIPS column).
+
+    Args:
+        network: ``"alexnet"`` or ``"vgg16"``.
+        weights_path: torchvision backbone weights (or ``MONAI_LPUWF_ALEXNET_WEIGHTS`` / ``..._VGG16_WEIGHTS``).
+        lpips_weights_path: ``alex.pth`` / ``vgg.pth`` of LPIPS v0.1 (or ``MONAI_LPUWF_LPIPS_ALEXNET_WEIGHTS`` /
+            ``MONAI_LPUWF_LPIPS_VGG16_WEIGHTS``).
+
+    Raises:
+        FileNotFoundError: LPIPS weights given but the backbone weights are missing (see
+            :class:`~monai_lpuwf.losses.perceptual.OfflinePerceptualLoss`).
+    """
+    from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss, perceptual_network_name
+
+    name = perceptual_network_name(network)
+    env = f"MONAI_LPUWF_LPIPS_{name.upper()}_WEIGHTS"
+    if lpips_weights_path is None and not os.environ.get(env):
+        logger.info("LPIPS not computed: no LPIPS v0.1 weights given (--lpips_weights or %s).", env)
+        return None
+    return OfflinePerceptualLoss(name, weights_path=weights_path, lpips_weights_path=lpips_weights_path)
+
+
+def training_mean_intensity(
+    items: Iterable[Mapping[str, Any]], key: str = "late", load_kwargs: Mapping[str, Any] | None = None
+) -> float:
+    """Mean intensity (``[-1, 1]`` units, whole frames) of the ``key`` images of a datalist: the constant
+    predictor's value (the training split's mean late-phase intensity)."""
+    from monai_lpuwf.transforms import LoadUWFImage
+
+    loader = LoadUWFImage("slo" if key == "slo" else "fa", **dict(load_kwargs or {}))
+    paths = [item[key] for item in items if item.get(key)]
+    if not paths:
+        raise ValueError(f"no '{key}' image in the datalist to compute the constant predictor's intensity from.")
+    return mean_intensity(loader(p) for p in paths)
+
+
+def _batch(image: torch.Tensor | None) -> torch.Tensor | None:
+    if image is None:
+        return None
+    image = torch.as_tensor(image).detach().float().cpu()
+    return image[None] if image.ndim == 3 else image
+
+
+class GenerationEvaluationHandler:
+    """Score every generated frame of an evaluator run and write the report when the run completes.
+
+    Args:
+        output_dir: report folder (``scores.csv``, ``summary.json``, ``examples.png``, ``spectrum.png``).
+        constant_value: intensity of the constant predictor (:func:`training_mean_intensity`); ``None`` leaves it
+            out.
+        top_percent: lesion share of the field of view (:func:`~monai_lpuwf.metrics.lesion.lesion_mask`).
+        inception: FID/IS feature extractor (:func:`fid_extractor`); ``None``: no FID/IS (reported as null).
+        perceptual: LPIPS scorer (:func:`optional_lpips`); ``None``: no LPIPS column.
+        spectrum_bins: frequency rings of the radial power spectra (fixed, so frames of any size share them).
+        max_examples: frames drawn in ``examples.png``.
+        is_splits: splits of the Inception Score.
+        id_root: image ids are the SLO paths relative to this folder, without extension.
+        protected: input files the report must never overwrite.
+        settings: run settings recorded in ``summary.json`` (sampler, steps, model file...).
+        pred_key, late_key, early_key, slo_key, std_key, fov_key: item keys.
+
+    The handler reads, per frame, the merged ``engine.state.batch[i]`` / ``engine.state.output[i]`` dictionary:
+    ``pred`` and ``late`` (1, H, W) in ``[-1, 1]``, optional ``early``, ``fov``, ``slo``, ``pred_std``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        constant_value: float | None = None,
+        top_percent: float = 10.0,
+        inception: InceptionFeatureExtractor | None = None,
+        perceptual: Any = None,
+        spectrum_bins: int = 64,
+        max_examples: int = 8,
+        is_splits: int = 1,
+        id_root: str | os.PathLike = "",
+        protected: Iterable[str | os.PathLike] = (),
+        settings: Mapping[str, Any] | None = None,
+        pred_key: str = "pred",
+        late_key: str = "late",
+        early_key: str = "early",
+        slo_key: str = "slo",
+        std_key: str = "pred_std",
+        fov_key: str = "fov",
+    ) -> None:
+        self.report = EvaluationReport(output_dir, protected=protected)
+        self.constant_value = None if constant_value is None else float(constant_value)
+        self.top_percent = float(top_percent)
+        self.inception = inception
+        self.perceptual = perceptual
+        self.spectrum_bins = int(spectrum_bins)
+        self.max_examples = int(max_examples)
+        self.is_splits = int(is_splits)
+        self.id_root = str(id_root or "")
+        self.settings = dict(settings or {})
+        self.keys = {"pred": pred_key, "late": late_key, "early": early_key, "slo": slo_key, "std": std_key,
+                     "fov": fov_key}  # fmt: skip
+        self.features: dict[str, list[torch.Tensor]] = {}
+        self.logits: dict[str, list[torch.Tensor]] = {}
+        self.spectra: dict[str, list[torch.Tensor]] = {}
+        self.freqs: torch.Tensor | None = None
+        self.paths: dict[str, Path] = {}
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def iteration_completed(self, engine: Any) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        for i, out in enumerate(output):
+            item = dict(batch[i]) if isinstance(batch, Sequence) and isinstance(batch[i], Mapping) else {}
+            item.update(out)
+            self.add_item(item)
+
+    def _image_id(self, item: Mapping[str, Any]) -> str:
+        """The SLO path relative to ``id_root`` (file name without ``id_root``), without extension."""
+        for key in (self.keys["pred"], self.keys["slo"], self.keys["late"]):
+            name = (getattr(item.get(key), "meta", None) or {}).get("filename_or_obj")
+            if name:
+                path = os.path.relpath(str(name), self.id_root) if self.id_root else os.path.basename(str(name))
+                stem, ext = os.path.splitext(path)
+                return os.path.splitext(stem)[0] if ext == ".gz" else stem
+        return str(len({r["id"] for r in self.report.records}))
+
+    def add_item(self, item: Mapping[str, Any]) -> None:
+        """Score one frame (a dict with ``pred``, ``late`` and optionally ``early``, ``fov``, ``slo``, ``pred_std``)."""
+        k = self.keys
+        pred, late = _batch(item.get(k["pred"])), _batch(item.get(k["late"]))
+        if pred is None or late is None:
+            raise KeyError(f"evaluation needs '{k['pred']}' and '{k['late']}' in every item; got {sorted(item)}.")
+        early, fov = _batch(item.get(k["early"])), _batch(item.get(k["fov"]))
+        image_id = self._image_id(item)
+        scores = score_with_baselines(
+            pred, late, self.constant_value, early, fov=fov, top_percent=self.top_percent, perceptual=self.perceptual
+        )
+        self.report.add([image_id], scores)
+        images = {"real": late, "model": pred}
+        if self.constant_value is not None:
+            images["constant"] = constant_prediction(late, self.constant_value)
+        if early is not None:
+            images["early"] = early
+        for name, image in images.items():
+            if name != "constant":  # a constant image has no power at any non-zero frequency
+                self.freqs, power = radial_power_spectrum(image, self.spectrum_bins)
+                self.spectra.setdefault(name, []).append(power)
+            if self.inception is not None:
+                feats, logits = self.inception(image)
+                self.features.setdefault(name, []).append(feats)
+                self.logits.setdefault(name, []).append(logits)
+        if len(self.report.examples) < self.max_examples:
+            self.report.add_examples(
+                [{"id": image_id, "slo": _batch(item.get(k["slo"])), "pred": pred, "late": late,
+                  "pred_std": _batch(item.get(k["std"]))}],
+                max_rows=self.max_examples,
+            )  # fmt: skip
+
+    def distribution_scores(self) -> dict[str, Any]:
+        """FID and IS of every predictor (``None`` without Inception or with fewer than 2 frames) and the
+        log-spectral distance of every predictor's mean radial power spectrum to the real late phase's."""
+        out: dict[str, Any] = {"fid": {}, "inception_score": {}, "spectral_distance": {}}
+        real_feats = torch.cat(self.features["real"]) if self.inception is not None and "real" in self.features else None
+        for name in [n for n in ("model", "constant", "early") if n in self.features or n in self.spectra]:
+            fid, is_score = None, None
+            if real_feats is not None and name in self.features:
+                feats, logits = torch.cat(self.features[name]), torch.cat(self.logits[name])
+                if min(len(feats), len(real_feats)) >= 2:
+                    fid = frechet_distance_from_features(feats, real_feats)
+                if len(logits) >= self.is_splits:
+                    mean, std = inception_score(logits, splits=self.is_splits)
+                    is_score = {"mean": mean, "std": std}
+            out["fid"][name] = fid
+            out["inception_score"][name] = is_score
+            if name in self.spectra:
+                out["spectral_distance"][name] = log_spectral_distance(
+                    torch.cat(self.spectra[name]), torch.cat(self.spectra["real"])
+                )
+        if self.inception is None:
+            out["fid_note"] = "FID and IS not computed (switched off with fid=false)."
+        elif real_feats is not None and len(real_feats) < 2:
+            out["fid_note"] = "FID needs at least 2 frames."
+        return out
+
+    def completed(self, engine: Any = None) -> dict[str, Path]:
+        """Write the report files; returns their paths (also kept in :attr:`paths`)."""
+        if not self.report.records:
+            raise ValueError("no frame was evaluated: the evaluation split is empty.")
+        extra = {
+            "num_images": len({r["id"] for r in self.report.records}),
+            "constant_value": self.constant_value,
+            "top_percent": self.top_percent,
+            "lpips": self.perceptual is not None,
+            **self.distribution_scores(),
+            "settings": self.settings,
+        }
+        figure = None
+        if self.freqs is not None:
+            labels = {"real": "real late", "model": "generated", "early": "early phase"}
+            figure = plot_power_spectra(
+                self.freqs, {labels[n]: torch.cat(s) for n, s in self.spectra.items()}, title="Late-phase FA spectra"
+            )
+        self.paths = self.report.write(extra=extra, spectrum_figure=figure)
+        summary = self.report.summary()
+        for predictor, scores in summary.items():
+            shown = ", ".join(f"{n}={v['mean']:.4f}" for n, v in scores.items() if n in ("psnr", "ms_ssim", "ms_ssim_fov"))
+            logger.info("%s: %s", predictor, shown)
+        logger.info("evaluation report written to %s", self.report.output_dir)
+        return self.paths
