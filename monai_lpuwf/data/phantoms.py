@@ -163,8 +163,8 @@ def render_phantom(
 
     early = (0.22 + 0.05 * texture + 0.02 * fine) * vignette + 0.55 * vessels + 0.45 * disc_blob - 0.12 * faz
     early = early + 0.25 * pinpoints
-    late = (0.2 + 0.05 * texture + 0.02 * fine) * vignette + 0.12 * vessels + 0.4 * disc_blob - 0.08 * faz
-    late = late + 0.6 * leak
+    late = (0.2 + 0.05 * texture + 0.02 * fine) * vignette + 0.3 * vessels + 0.4 * disc_blob - 0.08 * faz
+    late = late + 0.85 * leak
     early, late = early * fov, late * fov
 
     # pseudo-colour SLO: red (choroid) + green (retina), blue near-constant; eyelids outside, eyelashes inside
