@@ -1,0 +1,259 @@
+"""``bundle/configs/inference.json`` through ``monai.bundle`` on phantoms and real frames with a tiny checkpoint.
+
+Oracle for the written images: :class:`monai_lpuwf.inferers.LPUWFSampler` called directly on the same SLO
+(loaded and padded by the data layer's preset), cropped back by explicit index arithmetic and rounded to 8 bits.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.inference_io import InferenceInputError
+from monai_lpuwf.inferers import LPUWFSampler
+from monai_lpuwf.networks import build_model
+from monai_lpuwf.transforms import LoadUWFImage, uwf_inference_transforms
+
+pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
+
+STEPS = 2
+TINY = {
+    # no mid-block self-attention: on a whole 853 x 682 frame it would attend over 38k latent pixels
+    "autoencoder": {"channels": (8, 8, 16), "norm_num_groups": 4, "with_encoder_nonlocal_attn": False,
+                    "with_decoder_nonlocal_attn": False},
+    "unet": {"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
+    "controlnet": {"conditioning_embedding_num_channels": (4, 8, 8)},
+}
+
+
+def tiny_model() -> torch.nn.Module:
+    """The small preset at toy widths with non-zero ControlNet / SLO-encoder weights (so the SLO matters)."""
+    torch.manual_seed(0)
+    model = build_model("small", scale_factor=0.5, **TINY).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in (model.autoencoder.condition_encoder, model.controlnet):
+            for p in module.parameters():
+                if float(p.abs().max()) == 0.0:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A bundle ``model.pt`` (``{"model": state_dict, "config": model.config}``, as train_late.json writes it)."""
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    model = tiny_model()
+    torch.save({"model": model.state_dict(), "config": model.config}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    """SLO folder with sub-folders: a/ two 70 x 90 (H x W) frames, b/ one 512 x 640 frame (+ their FA files)."""
+    root = tmp_path_factory.mktemp("frames")
+    generate_phantoms(root / "a", num=2, size=(70, 90), seed=0)
+    generate_phantoms(root / "b", num=1, size=(512, 640), seed=1)
+    return root
+
+
+def run_inference(bundle, tmp_path: Path, checkpoint: Path, **overrides) -> Path:
+    """``monai.bundle.run`` of the bundle's inference.json in a fresh bundle root; returns the output folder."""
+    from monai.bundle import run
+
+    root = tmp_path / "bundle"
+    if not root.exists():
+        bundle.new_bundle_root(root)
+    overrides.setdefault("output_dir", str(tmp_path / "out"))
+    overrides.setdefault("num_inference_steps", STEPS)
+    run(config_file=str(root / "configs" / "inference.json"), bundle_root=str(root), model_path=str(checkpoint),
+        **overrides)  # fmt: skip
+    return Path(overrides["output_dir"])
+
+
+def bundle_error(exc_type: type[BaseException], call, *args, **kwargs) -> BaseException:
+    """Run ``call`` and return the ``exc_type`` error in the raised chain (``monai.bundle`` wraps the errors of
+    config expressions in ``RuntimeError("Failed to evaluate ...")``)."""
+    try:
+        call(*args, **kwargs)
+    except Exception as raised:  # noqa: BLE001 - the chain is inspected below
+        chain, err = [], raised
+        while err is not None:
+            chain.append(err)
+            err = err.__cause__
+        found = [e for e in chain if isinstance(e, exc_type)]
+        assert found, f"no {exc_type.__name__} in the raised chain: {[type(e).__name__ for e in chain]}"
+        return found[0]
+    pytest.fail(f"{exc_type.__name__} not raised")
+
+
+def expected_late(slo_paths: list[str], model: torch.nn.Module, num_samples: int = 1) -> list[dict[str, np.ndarray]]:
+    """Direct sampler output for a batch of same-size SLO files, cropped to native size and rounded to uint8."""
+    pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
+    slo = torch.stack([pre({"slo": p})["slo"].as_tensor() for p in slo_paths])
+    out = LPUWFSampler("ddim", num_inference_steps=STEPS, num_samples=num_samples, seed=0)(slo, model)
+    h, w = np.asarray(Image.open(slo_paths[0])).shape[:2]
+    top, left = (slo.shape[2] - h) // 2, (slo.shape[3] - w) // 2
+
+    def to_uint8(x: torch.Tensor, low: float) -> np.ndarray:
+        x = x[:, 0, top : top + h, left : left + w].clamp(low, 1)
+        return np.round((x.numpy() - low) / (1 - low) * 255).astype(np.uint8)
+
+    pred = to_uint8(out["pred"], -1.0)
+    std = to_uint8(out["pred_std"], 0.0) if num_samples > 1 else [None] * len(slo_paths)
+    return [{"pred": p, "std": s} for p, s in zip(pred, std)]
+
+
+def assert_same_image(written: Path, expected: np.ndarray) -> None:
+    arr = np.asarray(Image.open(written))
+    assert arr.shape == expected.shape, (written, arr.shape, expected.shape)
+    diff = np.abs(arr.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (written, diff.max(), (diff > 0).mean())
+
+
+def test_native_size_orientation_and_values_in_size_grouped_batches(bundle, tmp_path, checkpoint, frames):
+    """Two frame sizes (70 x 90 and 640 x 512) in sub-folders, batches of 2, 2 samples with a std map: each
+    output has its input's size and sub-folder and equals the sampler's own output for that batch."""
+    out = run_inference(bundle, tmp_path, checkpoint, input_dir=str(frames), batch_size=2, num_samples=2)
+    model = tiny_model()
+    batches = [[str(frames / "a" / "1.png"), str(frames / "a" / "2.png")], [str(frames / "b" / "1.png")]]
+    for paths in batches:
+        for path, exp in zip(paths, expected_late(paths, model, num_samples=2)):
+            rel = Path(path).relative_to(frames).with_suffix("")
+            assert_same_image(out / f"{rel}_late.png", exp["pred"])
+            assert_same_image(out / f"{rel}_late_std.png", exp["std"])
+            assert Image.open(out / f"{rel}_late.png").mode == "L"
+    assert Image.open(out / "b" / "1_late.png").size == (640, 512)  # PIL size is (W, H)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a/1_late.png", "a/1_late_std.png", "a/2_late.png", "a/2_late_std.png", "b/1_late.png", "b/1_late_std.png",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ext, dtype", [(".tif", "uint16"), (".nii.gz", "float32")])
+def test_tiff_and_nifti_outputs_read_back_in_the_input_orientation(bundle, tmp_path, checkpoint, frames, ext, dtype):
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(frames / "a" / "1.png", single / "1.png")
+    out = run_inference(bundle, tmp_path, checkpoint, input_dir=str(single), output_ext=ext, output_dtype=dtype)
+    loaded = LoadUWFImage("fa")(out / f"1_late{ext}")
+    assert tuple(loaded.shape) == (1, 70, 90)
+    model = tiny_model()
+    pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
+    pred = LPUWFSampler("ddim", num_inference_steps=STEPS, seed=0)(pre({"slo": str(single / "1.png")})["slo"][None], model)
+    expected = pred["pred"][0, :, 13:83, 3:93]  # 70 x 90 padded to 96 x 96: 13 rows and 3 columns before
+    tolerance = 1.5 / 65535 * 2 if dtype == "uint16" else 1e-5
+    assert torch.allclose(loaded.as_tensor(), expected, atol=tolerance)
+
+
+def _bad_folder(root: Path, frames: Path) -> Path:
+    """One good SLO, a grey SLO, a 40 x 30 SLO and a file that is not an image."""
+    root.mkdir()
+    shutil.copy(frames / "a" / "1.png", root / "good.png")
+    shutil.copy(frames / "a" / "2.png", root / "good2.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (70, 90), dtype=np.uint8)).save(root / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(root / "small.png")
+    (root / "broken.png").write_bytes(b"this is not a PNG file")
+    return root
+
+
+def test_bad_files_in_a_batch_are_reported_and_the_others_written(bundle, tmp_path, checkpoint, frames):
+    folder = _bad_folder(tmp_path / "in", frames)
+    err = bundle_error(InferenceInputError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(folder),
+                       batch_size=4)  # fmt: skip
+    message = str(err)
+    assert "3 of 5 input item(s) could not be used" in message
+    assert f"{folder / 'grey.png'}: SLO image has 1 channel(s), expected 3" in message
+    assert f"{folder / 'small.png'}: frame of 40 x 30 pixels (W x H) is smaller than the minimum of 64" in message
+    assert f"{folder / 'broken.png'}: cannot be read" in message
+    assert "The other 2 item(s) were generated" in message
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good2_late.png", "good_late.png"]
+    assert Image.open(tmp_path / "out" / "good_late.png").size == (90, 70)
+
+
+def test_on_bad_input_raise_stops_before_generating(bundle, tmp_path, checkpoint, frames):
+    folder = _bad_folder(tmp_path / "in", frames)
+    err = bundle_error(InferenceInputError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(folder),
+                       on_bad_input="raise")  # fmt: skip
+    assert "grey.png: SLO image has 1 channel" in str(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_grey_slo_accepted_when_asked(bundle, tmp_path, checkpoint):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90), dtype=np.uint8)).save(folder / "grey.png")
+    out = run_inference(bundle, tmp_path, checkpoint, input_dir=str(folder), load_kwargs={"slo_grey": "repeat"})
+    assert Image.open(out / "grey_late.png").size == (90, 70)
+
+
+def test_empty_folder_is_a_clear_error(bundle, tmp_path, checkpoint):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    err = bundle_error(FileNotFoundError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(tmp_path / "empty"))
+    assert f"{tmp_path / 'empty'}: no image files" in str(err)
+
+
+def test_checkpoint_of_another_preset_is_refused(bundle, tmp_path, checkpoint, frames):
+    # the tiny checkpoint against the plain "small" preset (the "paper" preset gives the same error, slower to build)
+    err = bundle_error(ValueError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(frames / "a"), preset="small")
+    assert "was made for another model architecture: autoencoder.channels: checkpoint [8, 8, 16] vs configured" in str(err)
+    bare = tmp_path / "bare.pt"
+    torch.save(tiny_model().state_dict(), bare)  # weights only: no architecture record
+    err = bundle_error(ValueError, run_inference, bundle, tmp_path, bare, input_dir=str(frames / "a"))
+    assert "holds no model config" in str(err) and "pass --preset NAME" in str(err)
+    # the right preset + overrides accept a bare state dict
+    out = run_inference(bundle, tmp_path, bare, input_dir=str(frames / "a"), preset="small",
+                        network_overrides={**TINY, "scale_factor": 0.5}, output_dir=str(tmp_path / "bare_out"))  # fmt: skip
+    assert_same_image(out / "1_late.png", expected_late([str(frames / "a" / "1.png")], tiny_model())[0]["pred"])
+
+
+def test_output_that_would_overwrite_an_input_is_refused(bundle, tmp_path, checkpoint, frames):
+    folder = tmp_path / "in"
+    shutil.copytree(frames / "a", folder)
+    before = (folder / "1.png").read_bytes()
+    err = bundle_error(FileExistsError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(folder),
+                       output_dir=str(folder), output_postfix="")  # fmt: skip
+    assert f"would overwrite the input file {folder / '1.png'}" in str(err)
+    assert (folder / "1.png").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (frames / "a").iterdir())
+
+
+def test_command_line_exit_status_and_outputs(bundle, tmp_path, checkpoint, frames):
+    """``python -m monai.bundle run``: a bad file gives a non-zero exit naming it; the good frames are written."""
+    root = bundle.new_bundle_root(tmp_path / "bundle")
+    folder = _bad_folder(tmp_path / "in", frames)
+    (folder / "small.png").unlink()
+    (folder / "broken.png").unlink()
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(root / "configs" / "inference.json"), "--bundle_root", str(root),
+        "--model_path", str(checkpoint), "--input_dir", str(folder), "--output_dir", str(out),
+        "--num_inference_steps", "1", "--sampler", "ddim", "--seed", "3",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=bundle.cli_env(), timeout=300)
+    assert result.returncode != 0
+    assert "grey.png: SLO image has 1 channel(s)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good2_late.png", "good_late.png"]
+
+
+@pytest.mark.realdata
+def test_real_frame_at_native_size_from_a_datalist(bundle, tmp_path, checkpoint, uwf_samples_dir):
+    """A real 853 x 682 frame of ../shared/uwf-samples given by a CSV datalist (SLO + FA columns)."""
+    datalist = tmp_path / "list.csv"
+    val = uwf_samples_dir / "val"
+    datalist.write_text(f"slo,early,late\n{val / '7.bmp'},{val / '7.1.bmp'},{val / '7.2.bmp'}\n")
+    out = run_inference(bundle, tmp_path, checkpoint, datalist=str(datalist), num_inference_steps=1)
+    assert [p.name for p in out.iterdir()] == ["7_late.png"]
+    generated = Image.open(out / "7_late.png")
+    assert generated.size == Image.open(val / "7.bmp").size == (853, 682)
+    assert generated.mode == "L" and np.asarray(generated).std() > 0
