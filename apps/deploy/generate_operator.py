@@ -1,0 +1,113 @@
+"""MONAI Deploy operator: generate the late-phase UWF-FA of a UWF-SLO with a trained LPUWF-LDM bundle model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from monai.deploy.core import Fragment, Operator, OperatorSpec
+
+from monai_lpuwf.inference_io import load_generation_model
+from monai_lpuwf.inferers import LPUWFSampler
+from monai_lpuwf.transforms import UnsharpMask
+
+__all__ = ["LPUWFGenerateOperator", "resolve_model_file"]
+
+MODEL_FILE = "model.pt"
+
+
+def resolve_model_file(model_path: str | Path) -> Path:
+    """The bundle model file behind ``-m/--model``: the file itself, ``<dir>/model.pt`` or ``<dir>/models/model.pt``
+    (a bundle root), or the only ``model.pt`` one level down (the SDK's ``models/<name>/`` layout).
+
+    Raises:
+        FileNotFoundError: no ``model.pt`` there, saying what is expected.
+    """
+    path = Path(model_path)
+    if path.is_file():
+        return path
+    candidates = [path / MODEL_FILE, path / "models" / MODEL_FILE] + sorted(path.glob(f"*/{MODEL_FILE}"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no LPUWF-LDM model at '{path}': give -m/--model the bundle's models/model.pt (written by the last training "
+        "stage, train_late.json), the bundle folder, or a folder holding model.pt."
+    )
+
+
+class LPUWFGenerateOperator(Operator):
+    """Run :class:`monai_lpuwf.inferers.LPUWFSampler` on each SLO with the bundle model.
+
+    The model is the bundle's ``models/model.pt`` (``{"model": state_dict, "config": LPUWFModel.config}``), rebuilt
+    in Python with :func:`monai_lpuwf.inference_io.load_generation_model` (as the bundle's ``inference.json``
+    does): the networks are not TorchScript-able, so the SDK's ``MonaiBundleInferenceOperator`` (which wants
+    ``model.ts``) is not used.
+
+    Preprocessing is that of :func:`monai_lpuwf.transforms.uwf_inference_transforms`: the loaded SLO is
+    unsharp-masked (``sharpen``) and the sampler pads it with -1 to the model's size divisor and crops the
+    generated image back, so the output has the SLO's height and width.
+
+    Args:
+        fragment: the application.
+        model_path: ``model.pt`` or a folder holding it (see :func:`resolve_model_file`).
+        scheduler, num_inference_steps, num_samples, seed: :class:`~monai_lpuwf.inferers.LPUWFSampler` settings;
+            ``num_samples > 1`` adds the per-pixel standard deviation (uncertainty) map.
+        sharpen: unsharp-mask the SLO as the training transforms do (``sharpen`` in the bundle's common config).
+        device: ``"cuda"``, ``"cpu"`` or ``None`` (CUDA when available).
+
+    Named input ``slo`` / output ``pred``: the loader's dictionary, to which ``pred`` (1, H, W) and ``pred_std``
+    (1, H, W) or ``None`` are added (tensors on the CPU, in [-1, 1] for ``pred``).
+    """
+
+    def __init__(
+        self,
+        fragment: Fragment,
+        *args,
+        model_path: str | Path,
+        scheduler: str = "ddim",
+        num_inference_steps: int = 50,
+        num_samples: int = 1,
+        seed: int = 0,
+        sharpen: bool = True,
+        device: str | None = None,
+        **kwargs,
+    ) -> None:
+        self._logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.model_file = resolve_model_file(model_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.sampler = LPUWFSampler(
+            scheduler=scheduler, num_inference_steps=num_inference_steps, num_samples=num_samples, seed=seed
+        )
+        self.sharpen = UnsharpMask() if sharpen else None
+        self.model: torch.nn.Module | None = None
+        self.input_name, self.output_name = "slo", "pred"
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input(self.input_name)
+        spec.output(self.output_name)
+
+    def start(self) -> None:
+        self.model = load_generation_model(self.model_file, map_location=self.device).to(self.device)
+        self._logger.info(f"loaded {self.model_file} on {self.device}")
+
+    def compute(self, op_input, op_output, context) -> None:
+        item = dict(op_input.receive(self.input_name))
+        if "slo" in item:
+            begin = time.perf_counter()
+            slo = item.pop("slo")
+            if self.sharpen is not None:
+                slo = self.sharpen(slo)
+            try:
+                out = self.sampler(torch.as_tensor(slo)[None].to(self.device), self.model)
+            except Exception as e:  # e.g. a frame too small for the network: report, keep going
+                item["error"] = f"{type(e).__name__}: {e}"
+                self._logger.error(f"generation failed for {item['path']}: {item['error']}")
+            else:
+                item["pred"] = out["pred"][0].cpu()
+                item["pred_std"] = None if out["pred_std"] is None else out["pred_std"][0].cpu()
+                self._logger.info(f"generated {item['name']} in {time.perf_counter() - begin:.1f} s")
+        op_output.emit(item, self.output_name)
