@@ -41,9 +41,8 @@ class CrossTemporalDifference(Transform):
         match_mean: subtract the mean intensity change inside the fov before taking the absolute value (late
             frames are globally dimmer; off by default as in the paper).
 
-    ``__call__(early, late, fov=None)`` with ``(1, H, W)`` images returns ``(1, H, W)`` float32 ``>= 0`` of the type of
-    ``early`` (MetaTensor metadata copied from it), zero
-    outside ``fov``.
+    ``__call__(early, late, fov=None)`` with ``(1, H, W)`` images returns ``(1, H, W)`` float32 ``>= 0``, zero outside
+    ``fov``, of the type of ``early`` (MetaTensor metadata copied from it).
     """
 
     def __init__(

@@ -1,0 +1,146 @@
+"""Elastix registration: recovers known affines (mono- and multi-modal), never makes a pair worse, same transform
+for every listed key.
+
+Images are downsampled (real samples to 341 x 426, phantoms 192 x 192) to keep elastix fast; the first elastix
+call of a process also pays ITK's module loading (tens of seconds on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Resize
+from scipy import ndimage as ndi
+
+from monai_lpuwf.data import render_phantom
+from monai_lpuwf.transforms import FieldOfView, LoadUWFImage, RegisterElastix, RegisterElastixd
+
+
+FAST = {"resolutions": 3, "iterations": 150, "spatial_samples": 2048}  # test-sized elastix settings
+
+
+def _affine(h: int, w: int, angle_deg: float, shift, scale=(1.0, 1.0), shear: float = 0.0) -> np.ndarray:
+    """3 x 3 fixed -> moving map in (row, col) pixels: about the image centre, then shifted."""
+    a = math.radians(angle_deg)
+    lin = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ np.array([[scale[0], shear], [0, scale[1]]])
+    c = np.array([(h - 1) / 2, (w - 1) / 2])
+    out = np.eye(3)
+    out[:2, :2], out[:2, 2] = lin, c + np.asarray(shift, float) - lin @ c
+    return out
+
+
+def _warp(img: np.ndarray, fixed_to_moving: np.ndarray, fill: float = -1.0) -> np.ndarray:
+    """The moving image: moving(q) = fixed(p) where q = M p, i.e. sample fixed at M^-1 q."""
+    inv = np.linalg.inv(fixed_to_moving)
+    return np.stack([ndi.affine_transform(ch, inv[:2, :2], inv[:2, 2], order=3, cval=fill) for ch in img]).astype(
+        np.float32
+    )
+
+
+def _error_px(estimated: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Distances between where the two maps send the mask's pixels."""
+    pts = np.stack(np.nonzero(mask)).astype(float)
+    pts = np.vstack([pts, np.ones(pts.shape[1])])
+    return np.hypot(*((estimated - truth) @ pts)[:2])
+
+
+@pytest.fixture(scope="module")
+def real_early(uwf_samples_dir):
+    img = LoadUWFImage("fa")(uwf_samples_dir / "train" / "1.1.bmp")
+    return Resize((341, 426), anti_aliasing=True)(img).numpy()
+
+
+@pytest.mark.realdata
+def test_recovers_a_known_affine_on_a_real_sample(real_early, record_property):
+    h, w = real_early.shape[1:]
+    truth = _affine(h, w, angle_deg=4.0, shift=(14.0, -22.0), scale=(1.02, 0.99), shear=0.015)
+    moving = _warp(real_early, truth)
+    moved, _, info = RegisterElastix(mode="affine", **FAST)(real_early, moving)
+    assert info["status"] == "registered" and info["metric"] == "ncc"
+    assert info["similarity_after"] > info["similarity_before"] + 0.2
+    estimated = np.array(json.loads(info["matrix_rc"]))
+    fov = FieldOfView("fa")(real_early)[0] > 0.5
+    err = _error_px(estimated, truth, fov)
+    record_property("affine_recovery_error_px_mean", float(err.mean()))
+    record_property("affine_recovery_error_px_max", float(err.max()))
+    print(f"affine recovery at {h}x{w}: mean {err.mean():.3f} px, max {err.max():.3f} px")
+    assert err.max() < 1.0
+    # the registered image lies on the fixed image again
+    inner = ndi.binary_erosion(fov, iterations=10)
+    assert np.abs(moved[0] - real_early[0])[inner].mean() < 0.03
+
+
+def test_recovers_the_phantom_slo_misregistration_with_mutual_information(record_property):
+    """SLO onto early FA (multi-modal): the phantom's known SLO move, within a pixel."""
+    size = (192, 192)
+    ph = render_phantom(size, seed=2, misregistration=True)
+    move = ph["misregistration"]["slo"]
+    truth = _affine(*size, move["angle_deg"], move["shift"])
+    early, slo = ph["early"] * 2 - 1, ph["slo"] * 2 - 1
+    _, _, info = RegisterElastix(mode="rigid", **FAST)(early, slo)
+    assert info["metric"] == "mi" and info["status"] == "registered"
+    err = _error_px(np.array(json.loads(info["matrix_rc"])), truth, ph["fov"])
+    record_property("slo_mi_recovery_error_px_max", float(err.max()))
+    assert err.max() < 1.0, err.max()
+
+
+def test_identity_fallback_never_makes_a_pair_worse():
+    ph = render_phantom((128, 128), seed=5)
+    early = ph["early"] * 2 - 1
+    moving = MetaTensor(torch.as_tensor(early.copy()), meta={"filename_or_obj": "1.2.png"})
+    with pytest.warns(UserWarning, match=r"1\.2\.png.*did not improve.*identity"):
+        out, _, info = RegisterElastix(mode="affine", **FAST)(early, moving)
+    assert info["status"] == "identity_fallback"
+    assert info["similarity_after"] <= info["similarity_before"]
+    torch.testing.assert_close(out.as_tensor(), moving.as_tensor())  # the unregistered image, untouched
+    assert out.meta["registration"]["status"] == "identity_fallback"
+    # asking for more than registration can give also falls back, and the warning says so
+    late = ph["late"] * 2 - 1
+    with pytest.warns(UserWarning, match="did not improve"):
+        _, _, info = RegisterElastix(mode="rigid", min_improvement=10.0, **FAST)(early, late)
+    assert info["status"] == "identity_fallback"
+
+
+def test_dictionary_version_moves_every_listed_key_identically():
+    size = (160, 176)
+    ph = render_phantom(size, seed=6, misregistration=1.5)
+    aligned = render_phantom(size, seed=6)
+    late = ph["late"] * 2 - 1
+    fov = FieldOfView("fa")(late)
+    data = {
+        "early": MetaTensor(torch.as_tensor(ph["early"] * 2 - 1), meta={"filename_or_obj": "6.1.png"}),
+        "late": MetaTensor(torch.as_tensor(late), meta={"filename_or_obj": "6.2.png"}),
+        "late_copy": late.copy(),
+        "late_fov": fov,
+        "slo": ph["slo"] * 2 - 1,
+    }
+    xform = RegisterElastixd("early", "late", other_keys=("late_copy", "late_fov"), nearest_keys=("late_fov",), mode="rigid", **FAST)
+    out = xform(data)
+    np.testing.assert_allclose(np.asarray(out["late_copy"]), out["late"].numpy(), atol=1e-6)
+    assert set(np.unique(np.asarray(out["late_fov"]))) <= {0.0, 1.0}  # nearest neighbour for masks
+    moved_fov = np.asarray(out["late_fov"])[0] > 0.5
+    assert (moved_fov != FieldOfView("fa")(out["late"])[0].numpy().astype(bool)).mean() < 0.05
+    assert out["slo"] is data["slo"]  # not listed: untouched
+    info = out["late"].meta["registration"]
+    assert info["status"] == "registered" and info["fixed"] == "6.1.png" and info["moving"] == "6.2.png"
+    assert json.loads(info["transform"])[0]["Transform"] == ["EulerTransform"]
+    inner = ndi.binary_erosion(aligned["fov"], iterations=8)
+    inner[int(0.85 * size[0]) :, int(0.7 * size[1]) :] = False  # the burnt-in box does not move
+    residual = np.abs(out["late"][0].numpy() - (aligned["late"][0] * 2 - 1))[inner].mean()
+    assert residual < 0.5 * np.abs(late[0] - (aligned["late"][0] * 2 - 1))[inner].mean()
+
+
+def test_moving_frame_of_another_size_is_resampled_onto_the_fixed_grid():
+    ph = render_phantom((128, 144), seed=7)
+    early = ph["early"] * 2 - 1
+    big = Resize((150, 170), anti_aliasing=True)(ph["late"] * 2 - 1)  # e.g. a different export resolution
+    out, _, info = RegisterElastix(mode="affine", **FAST)(early, np.asarray(big))
+    assert out.shape == early.shape and info["status"] == "registered"
+    with pytest.raises(KeyError, match="missing"):
+        RegisterElastixd("early", "late")({"early": early})
+    assert RegisterElastixd("early", "late", allow_missing_keys=True)({"early": early}).keys() == {"early"}
