@@ -60,7 +60,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
             ``save_dict`` of one of its own handlers without a circular reference; this is the way round it.
         save_final_on_exception: MONAI writes the "final" checkpoint also when the run raises; here that is off
             by default, so a crashed or interrupted stage never leaves a final model file that a later stage
-            would take for a finished one. Turn it on for a resumable-state saver.
+            would take for a finished one. Keep it off for the resumable state too: an error inside an
+            iteration (out of memory in the backward pass, ...) comes after Ignite has counted the iteration but
+            before its optimiser steps, so such a checkpoint would make the resumed run skip one step. The last
+            interval checkpoint is consistent; resuming from it repeats the iterations after it exactly
+            (:class:`~monai_lpuwf.engines.DeterministicSeedHandler`).
 
     Typical use in a training config: ``save_final=True, final_filename="model.pt"`` with
     ``save_dict={"model": network}`` (the deliverable), and ``save_interval=N, epoch_level=False,
@@ -127,7 +131,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         if not os.path.isfile(self.load_path):
             raise FileNotFoundError(
                 f"resume=true but there is no checkpoint '{self.load_path}' (a run of this stage writes it every "
-                "'save_interval' iterations); run without --resume true to start the stage from the beginning."
+                "'save_interval' iterations); run without --resume True to start the stage from the beginning."
             )
         super().__call__(engine)
 

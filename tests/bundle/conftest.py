@@ -126,6 +126,20 @@ def scalars(root: Path, stage: str, tag: str) -> list[float]:
     return [e.value for e in events.Scalars(tag)]
 
 
+def raised_error(error_type: type[BaseException], call, *args, **kwargs) -> BaseException:
+    """Run ``call`` and return the ``error_type`` it raised (MONAI wraps errors raised while it evaluates a config
+    expression in a ``RuntimeError``; the user sees the whole chain, the test looks for the original)."""
+    with pytest.raises(Exception) as info:
+        call(*args, **kwargs)
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    matches = [e for e in chain if isinstance(e, error_type)]
+    assert matches, f"no {error_type.__name__} in the raised chain: {chain!r}"
+    return matches[-1]  # the original error (MONAI's wrappers come first)
+
+
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -143,6 +157,7 @@ def bundle() -> SimpleNamespace:
         new_bundle_root=new_bundle_root,
         config_files=config_files,
         run_stage=run_stage,
+        raised_error=raised_error,
         cli_command=cli_command,
         cli_env=cli_env,
         scalars=scalars,
