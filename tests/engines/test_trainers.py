@@ -29,6 +29,10 @@ from monai_lpuwf.noise import LowFrequencyEnhancedNoise
 
 def _assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, atol: float = 1e-6) -> None:
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        if name.endswith("to_k.bias"):
+            # softmax attention is invariant to a key bias: its gradient is rounding noise, which Adam's
+            # normalisation turns into lr-sized steps that differ between two equally valid float orders
+            continue
         assert torch.allclose(p, q, atol=atol), f"parameter {name} differs by {(p - q).abs().max():.3g}"
 
 
