@@ -343,6 +343,14 @@ class LoadUWFImaged(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        missing = [k for k in self.keys if d.get(k) is None]
+        if missing and not self.allow_missing_keys:
+            present = ", ".join(f"{k}={d[k]}" for k in self.keys if d.get(k) is not None) or "no image"
+            raise KeyError(
+                f"LoadUWFImaged: item ({present}) has no file for {missing}. Complete the datalist (e.g. add the "
+                "N.2.ext late phase), drop the item, or pass allow_missing_keys=True (e.g. with_late=False for "
+                "SLO + early-phase lists, inference lists without late)."
+            )
         loaded = []
         for key in self.key_iterator(d):
             if d[key] is None and self.allow_missing_keys:

@@ -12,7 +12,8 @@ size), and the same transform is applied to any other listed keys (e.g. a mask: 
 parameter maps, a similarity before and after (in the fixed image's field of view), the status and, for linear
 transforms, the 3 x 3 matrix in ``(row, col)`` pixel coordinates (fixed -> moving) are stored in the output
 metadata under ``"registration"``. When registration does not improve the similarity, the moving image is kept as
-it was (identity resampling onto the fixed grid), the status says ``"identity_fallback"`` and a warning is issued.
+it was (identity resampling onto the fixed grid), the status says ``"identity_fallback"`` and a warning is issued;
+when elastix itself gives up (e.g. a blank frame), the same happens with status ``"elastix_failed"``.
 
 Pixel grids are used as physical space (spacing 1, origin 0, x = column, y = row). Elastix runs with
 ``threads`` threads (default 2) and a fixed random seed, so results are reproducible.
@@ -264,6 +265,7 @@ class RegisterElastix(Transform):
         # crashes elastix 0.25 in the B-spline stage
         threads_before = itk.MultiThreaderBase.GetGlobalDefaultNumberOfThreads()
         itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(self.threads)
+        failure = ""
         try:
             method.Update()
             transform = method.GetTransformParameterObject()
@@ -271,17 +273,22 @@ class RegisterElastix(Transform):
             support = self._transformix(mmask[None].astype(np.float32), transform, nearest=True, fill=0.0)[0] > 0.5
             outs = [convert_to_numpy(o, dtype=np.float32) for o in ensure_tuple(others)]
             outs = [self._transformix(o, transform, i in ensure_tuple(nearest), _fill(o)) for i, o in enumerate(outs)]
+        except RuntimeError as e:  # elastix gives up, e.g. on blank frames or masks too small to sample
+            failure = (str(e).strip().splitlines() or ["elastix error"])[-1][:200]
         finally:
             itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
 
         unregistered = _on_grid(m, shape, _fill(m))
         before = similarity(fg, _grey(unregistered, self.channel), fmask & _on_grid(mmask[None], shape, 0)[0], metric)
-        after = similarity(fg, _grey(registered, self.channel), fmask & support, metric)
-        accepted = after > before + self.min_improvement or not self.fallback
-        maps = [dict(transform.GetParameterMap(i)) for i in range(transform.GetNumberOfParameterMaps())]
+        if failure:
+            after, maps, accepted = float("nan"), [], False
+        else:
+            after = similarity(fg, _grey(registered, self.channel), fmask & support, metric)
+            accepted = after > before + self.min_improvement or not self.fallback
+            maps = [dict(transform.GetParameterMap(i)) for i in range(transform.GetNumberOfParameterMaps())]
         matrices = [_linear_matrix_rc(p) for p in maps]
         info = {
-            "status": "registered" if accepted else "identity_fallback",
+            "status": "registered" if accepted else ("elastix_failed" if failure else "identity_fallback"),
             "mode": self.mode,
             "metric": metric,
             "similarity_before": float(before),
@@ -293,13 +300,17 @@ class RegisterElastix(Transform):
         names = [getattr(x, "meta", {}).get("filename_or_obj", "") for x in (fixed, moving)]
         info["fixed"], info["moving"] = str(names[0]), str(names[1])
         if not accepted:
+            reason = (
+                f"elastix failed ({failure}); are the frames blank or nearly so?"
+                if failure
+                else f"did not improve the similarity ({before:.4f} -> {after:.4f})"
+            )
             warnings.warn(
                 f"RegisterElastix ({self.mode}, {metric}): registering {names[1] or 'moving'} onto "
-                f"{names[0] or 'fixed'} did not improve the similarity ({before:.4f} -> {after:.4f}); the unregistered "
-                "image is kept (identity). Check that the frames show the same eye, or try another mode/metric.",
+                f"{names[0] or 'fixed'} {reason}; the unregistered image is kept (identity). Check that the frames "
+                "show the same eye, or try another mode/metric.",
                 stacklevel=2,
             )
-        if not accepted:
             outs = [_on_grid(o, shape, _fill(o)) for o in (convert_to_numpy(x, dtype=np.float32) for x in others)]
         result = registered if accepted else unregistered
         wrapped = [self._wrap(r, src, fixed, info) for r, src in zip([result, *outs], [moving, *ensure_tuple(others)])]

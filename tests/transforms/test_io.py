@@ -181,8 +181,10 @@ def test_dictionary_loader_modalities_missing_keys_and_size_mismatch(tmp_path):
         LoadUWFImaged(["slo", "early", "late"])({"slo": slo, "early": early, "late": small})
     resized = LoadUWFImaged(["slo", "early", "late"], spatial_mismatch="resize")({"slo": slo, "early": early, "late": small})
     assert tuple(resized["late"].shape) == (1, H, W) and resized["late"].meta["resized_from"] == (20, 30)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"1\.png.*1\.1\.png.*\['late'\].*allow_missing_keys=True"):
         LoadUWFImaged(["slo", "early", "late"])({"slo": slo, "early": early})
+    with pytest.raises(KeyError, match=r"\['late'\]"):
+        LoadUWFImaged(["slo", "early", "late"])({"slo": slo, "early": early, "late": None})
 
 
 @pytest.mark.realdata

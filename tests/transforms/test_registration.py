@@ -106,6 +106,16 @@ def test_identity_fallback_never_makes_a_pair_worse():
     assert info["status"] == "identity_fallback"
 
 
+def test_elastix_failure_on_a_blank_frame_falls_back_with_a_warning():
+    early = render_phantom((64, 64), seed=1)["early"] * 2 - 1
+    blank = np.full_like(early, -1.0)
+    with pytest.warns(UserWarning, match="elastix failed.*blank"):
+        out, others, info = RegisterElastix(mode="rigid", **FAST)(early, blank, [blank.copy()])
+    assert info["status"] == "elastix_failed" and info["transform"] == "[]"
+    np.testing.assert_array_equal(out, blank)
+    np.testing.assert_array_equal(others[0], blank)
+
+
 def test_dictionary_version_moves_every_listed_key_identically():
     size = (160, 176)
     ph = render_phantom(size, seed=6, misregistration=1.5)
