@@ -228,8 +228,9 @@ class GenerationEvaluationHandler:
         """FID and IS of every predictor (``None`` without Inception or with fewer than 2 frames) and the
         log-spectral distance of every predictor's mean radial power spectrum to the real late phase's."""
         out: dict[str, Any] = {"fid": {}, "inception_score": {}, "spectral_distance": {}}
-        real_feats = torch.cat(self.features["real"]) if self.inception is not None and "real" in self.features else None
-        for name in [n for n in ("model", "constant", "early") if n in self.features or n in self.spectra]:
+        real_feats = torch.cat(self.features["real"]) if "real" in self.features else None
+        predictors = list(dict.fromkeys(str(r["predictor"]) for r in self.report.records))
+        for name in predictors:
             fid, is_score = None, None
             if real_feats is not None and name in self.features:
                 feats, logits = torch.cat(self.features[name]), torch.cat(self.logits[name])

@@ -6,6 +6,7 @@ Oracle for the written images: :class:`monai_lpuwf.inferers.LPUWFSampler` called
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -19,41 +20,24 @@ from PIL import Image
 from monai_lpuwf.data import generate_phantoms
 from monai_lpuwf.inference_io import InferenceInputError
 from monai_lpuwf.inferers import LPUWFSampler
-from monai_lpuwf.networks import build_model
 from monai_lpuwf.transforms import LoadUWFImage, uwf_inference_transforms
 
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
 
-STEPS = 2
-TINY = {
-    # no mid-block self-attention: on a whole 853 x 682 frame it would attend over 38k latent pixels
-    "autoencoder": {"channels": (8, 8, 16), "norm_num_groups": 4, "with_encoder_nonlocal_attn": False,
-                    "with_decoder_nonlocal_attn": False},
-    "unet": {"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
-    "controlnet": {"conditioning_embedding_num_channels": (4, 8, 8)},
-}
+def _load_helpers():
+    spec = importlib.util.spec_from_file_location("_helpers", Path(__file__).with_name("test_inference_helpers.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def tiny_model() -> torch.nn.Module:
-    """The small preset at toy widths with non-zero ControlNet / SLO-encoder weights (so the SLO matters)."""
-    torch.manual_seed(0)
-    model = build_model("small", scale_factor=0.5, **TINY).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in (model.autoencoder.condition_encoder, model.controlnet):
-            for p in module.parameters():
-                if float(p.abs().max()) == 0.0:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
+h = _load_helpers()
+STEPS, tiny_model, bundle_error = h.STEPS, h.tiny_model, h.bundle_error
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A bundle ``model.pt`` (``{"model": state_dict, "config": model.config}``, as train_late.json writes it)."""
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    model = tiny_model()
-    torch.save({"model": model.state_dict(), "config": model.config}, path)
-    return path
+    return h.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +50,10 @@ def frames(tmp_path_factory) -> Path:
 
 
 def run_inference(bundle, tmp_path: Path, checkpoint: Path, **overrides) -> Path:
-    """``monai.bundle.run`` of the bundle's inference.json in a fresh bundle root; returns the output folder."""
-    from monai.bundle import run
-
-    root = tmp_path / "bundle"
-    if not root.exists():
-        bundle.new_bundle_root(root)
+    """``monai.bundle.run`` of inference.json (output in ``tmp_path/out`` by default); returns the output folder."""
     overrides.setdefault("output_dir", str(tmp_path / "out"))
-    overrides.setdefault("num_inference_steps", STEPS)
-    run(config_file=str(root / "configs" / "inference.json"), bundle_root=str(root), model_path=str(checkpoint),
-        **overrides)  # fmt: skip
+    h.run_bundle(bundle, tmp_path, ("inference.json",), checkpoint, **overrides)
     return Path(overrides["output_dir"])
-
-
-def bundle_error(exc_type: type[BaseException], call, *args, **kwargs) -> BaseException:
-    """Run ``call`` and return the ``exc_type`` error in the raised chain (``monai.bundle`` wraps the errors of
-    config expressions in ``RuntimeError("Failed to evaluate ...")``)."""
-    try:
-        call(*args, **kwargs)
-    except Exception as raised:  # noqa: BLE001 - the chain is inspected below
-        chain, err = [], raised
-        while err is not None:
-            chain.append(err)
-            err = err.__cause__
-        found = [e for e in chain if isinstance(e, exc_type)]
-        assert found, f"no {exc_type.__name__} in the raised chain: {[type(e).__name__ for e in chain]}"
-        return found[0]
-    pytest.fail(f"{exc_type.__name__} not raised")
 
 
 def expected_late(slo_paths: list[str], model: torch.nn.Module, num_samples: int = 1) -> list[dict[str, np.ndarray]]:
@@ -212,7 +173,7 @@ def test_checkpoint_of_another_preset_is_refused(bundle, tmp_path, checkpoint, f
     assert "holds no model config" in str(err) and "pass --preset NAME" in str(err)
     # the right preset + overrides accept a bare state dict
     out = run_inference(bundle, tmp_path, bare, input_dir=str(frames / "a"), preset="small",
-                        network_overrides={**TINY, "scale_factor": 0.5}, output_dir=str(tmp_path / "bare_out"))  # fmt: skip
+                        network_overrides={**h.TINY, "scale_factor": 0.5}, output_dir=str(tmp_path / "bare_out"))  # fmt: skip
     assert_same_image(out / "1_late.png", expected_late([str(frames / "a" / "1.png")], tiny_model())[0]["pred"])
 
 

@@ -1,0 +1,74 @@
+"""Helpers shared by the inference and evaluation bundle tests (no tests here).
+
+``--import-mode=importlib`` puts no test folder on ``sys.path``, so ``test_inference.py`` and
+``test_evaluate.py`` load this file with ``importlib.util.spec_from_file_location``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_lpuwf.networks import build_model
+
+STEPS = 2
+TINY = {
+    # no mid-block self-attention: on a whole 853 x 682 frame it would attend over 38k latent pixels
+    "autoencoder": {"channels": (8, 8, 16), "norm_num_groups": 4, "with_encoder_nonlocal_attn": False,
+                    "with_decoder_nonlocal_attn": False},
+    "unet": {"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
+    "controlnet": {"conditioning_embedding_num_channels": (4, 8, 8)},
+}  # fmt: skip
+
+
+def tiny_model() -> torch.nn.Module:
+    """The small preset at toy widths with non-zero ControlNet / SLO-encoder weights (so the SLO matters)."""
+    torch.manual_seed(0)
+    model = build_model("small", scale_factor=0.5, **TINY).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in (model.autoencoder.condition_encoder, model.controlnet):
+            for p in module.parameters():
+                if float(p.abs().max()) == 0.0:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def write_checkpoint(path: Path) -> Path:
+    """A bundle ``model.pt`` of :func:`tiny_model` (``{"model": state_dict, "config": model.config}``, as
+    ``train_late.json`` writes it)."""
+    model = tiny_model()
+    torch.save({"model": model.state_dict(), "config": model.config}, path)
+    return path
+
+
+def run_bundle(bundle, tmp_path: Path, configs: tuple[str, ...], checkpoint: Path, **overrides) -> None:
+    """``monai.bundle.run`` of ``configs`` (names in ``bundle/configs``) in a bundle root under ``tmp_path``
+    (a copy of the configs, made once per test), with ``num_inference_steps=STEPS`` unless overridden."""
+    from monai.bundle import run
+
+    root = tmp_path / "bundle"
+    if not root.exists():
+        bundle.new_bundle_root(root)
+    overrides.setdefault("num_inference_steps", STEPS)
+    files = [str(root / "configs" / name) for name in configs]
+    run(config_file=files if len(files) > 1 else files[0], bundle_root=str(root), model_path=str(checkpoint),
+        **overrides)  # fmt: skip
+
+
+def bundle_error(exc_type: type[BaseException], call, *args, **kwargs) -> BaseException:
+    """Run ``call`` and return the ``exc_type`` error in the raised chain (``monai.bundle`` wraps the errors of
+    config expressions in ``RuntimeError("Failed to evaluate ...")``)."""
+    try:
+        call(*args, **kwargs)
+    except Exception as raised:  # noqa: BLE001 - the chain is inspected below
+        chain, err = [], raised
+        while err is not None:
+            chain.append(err)
+            err = err.__cause__
+        found = [e for e in chain if isinstance(e, exc_type)]
+        assert found, f"no {exc_type.__name__} in the raised chain: {[type(e).__name__ for e in chain]}"
+        return found[0]
+    pytest.fail(f"{exc_type.__name__} not raised")
