@@ -1,0 +1,81 @@
+"""Pieces of :mod:`monai_lpuwf.inference_io` used by the inference and evaluation configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from PIL import Image
+
+from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.inference_io import (
+    InferenceInputError,
+    InferenceInputs,
+    QuantizeIntensity,
+    SizeGroupedBatchSampler,
+    save_generated,
+)
+from monai_lpuwf.transforms import LoadUWFImage, save_uwf_image
+
+
+def test_quantize_matches_the_data_layer_writer(tmp_path):
+    """Rounded like save_uwf_image (8 and 16 bit): quantized values are exactly what a written file holds."""
+    x = torch.linspace(-1.2, 1.2, 70 * 90).reshape(1, 70, 90)
+    for bits in (8, 16):
+        path = save_uwf_image(x, tmp_path / f"x{bits}.tif", bit_depth=bits)
+        read = LoadUWFImage("fa")(path).as_tensor()
+        assert torch.allclose(QuantizeIntensity(2**bits - 1)(x), read, atol=1e-6)
+    assert torch.equal(QuantizeIntensity(None)(x), x.clamp(-1, 1))
+
+
+def _marked_image() -> MetaTensor:
+    """(1, 70, 90) gradient with a bright top-left corner: any flip or transpose changes it."""
+    img = torch.linspace(-1, 0.5, 90).repeat(70, 1)[None]
+    img[:, :10, :20] = 1.0
+    return MetaTensor(img, affine=torch.eye(3, dtype=torch.float64), meta={"filename_or_obj": "/data/eye/1.bmp"})
+
+
+@pytest.mark.parametrize("ext, dtype", [(".png", "uint8"), (".png", "uint16"), (".tif", "uint8"), (".nii.gz", "float32")])
+def test_save_generated_keeps_orientation_and_size(tmp_path, ext, dtype):
+    img = _marked_image()
+    data = save_generated("pred", tmp_path, "late", ext, dtype, data_root_dir="/data")({"pred": img})
+    assert torch.equal(data["pred"], img) and set(data) == {"pred"}  # the prediction itself is left unchanged
+    path = tmp_path / "eye" / f"1_late{ext}"  # the sub-folder under data_root_dir is kept
+    loaded = LoadUWFImage("fa")(path).as_tensor()
+    levels = {"uint8": 255, "uint16": 65535, "float32": None}[dtype]
+    assert loaded.shape == img.shape
+    assert torch.allclose(loaded, QuantizeIntensity(levels)(img.as_tensor()), atol=1e-5)
+    if ext == ".png":
+        assert Image.open(path).size == (90, 70)
+
+
+def test_size_grouped_batches_never_mix_groups():
+    sampler = SizeGroupedBatchSampler(["a", "b", "a", "a", "b"], batch_size=2)
+    assert list(sampler) == [[0, 2], [3], [1, 4]] and len(sampler) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        SizeGroupedBatchSampler(["a"], 0)
+
+
+def test_inputs_groups_failures_and_output_collisions(tmp_path):
+    generate_phantoms(tmp_path / "in", num=1, size=(70, 90), seed=0)
+    generate_phantoms(tmp_path / "other", num=1, size=(80, 96), seed=1)
+    first, second = str(tmp_path / "in" / "1.png"), str(tmp_path / "other" / "1.png")
+    inputs = InferenceInputs([{"slo": first}, {"slo": second, "late": str(tmp_path / "other" / "1.2.png")}],
+                             optional_keys=("late",))  # fmt: skip
+    assert inputs.groups == [(70, 90, ("slo",)), (80, 96, ("slo", "late"))]
+    assert inputs.data_root_dir == str(tmp_path)
+    outputs = inputs.check_outputs(tmp_path / "out", ["late", "late_std"], ".png")
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in outputs] == [
+        "in/1_late.png", "other/1_late.png", "in/1_late_std.png", "other/1_late_std.png",
+    ]  # fmt: skip
+    # the same name in one folder (1.png and 1.bmp) would give one output file for two inputs
+    Image.open(first).save(tmp_path / "in" / "1.bmp")
+    twins = InferenceInputs([{"slo": first}, {"slo": str(tmp_path / "in" / "1.bmp")}])
+    with pytest.raises(FileExistsError, match="several inputs would be written to the same output"):
+        twins.check_outputs(tmp_path / "out", "late", ".png")
+    # an item whose late phase has another size than its SLO
+    with pytest.raises(InferenceInputError, match="frames of one item differ in size"):
+        InferenceInputs([{"slo": first, "late": str(tmp_path / "other" / "1.2.png")}], optional_keys=("late",))
+    with pytest.raises(InferenceInputError, match="no late image given"):
+        InferenceInputs([{"slo": first}], keys=("slo", "late"))
