@@ -132,7 +132,11 @@ def bundle_datalists(
             training, validation = split_datalist(datalist_from_folder(root, require_late=require_late), val_fraction, seed)
             lists = {"training": training, "validation": validation}
     if not lists["training"]:
-        raise ValueError(f"no complete training triplet (slo, early, late) found in {source}.")
+        raise ValueError(
+            f"no complete training triplet (slo, early, late) found in {source}; list at least one item whose SLO, "
+            "early- and late-phase files exist (or run without --datalist / --dataset_dir to train on the synthetic "
+            "phantoms)."
+        )
     if not lists["validation"]:  # a single-triplet source: validate on the training data rather than on nothing
         lists["validation"] = list(lists["training"][:1])
     return lists
