@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import str2bool
 
 from monai_lpuwf.metrics.baselines import constant_prediction, mean_intensity, score_with_baselines
 from monai_lpuwf.metrics.fid import frechet_distance_from_features
@@ -36,20 +37,22 @@ logger = logging.getLogger(__name__)
 
 
 def fid_extractor(
-    enabled: bool = True, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    enabled: bool | str = True, weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> InceptionFeatureExtractor | None:
     """The FID Inception-v3 feature extractor for an evaluation, or ``None`` when FID/IS are switched off.
 
     Args:
-        enabled: ``False`` (bundle option ``--fid false``) evaluates without FID and IS, saying so in the log
-            and in ``summary.json``. There is no silent fallback: with ``enabled`` and no weights file, this raises.
+        enabled: ``False`` (bundle option ``--fid false``; strings such as ``"false"`` / ``"true"`` from the
+            command line are read with :func:`monai.utils.str2bool`) evaluates without FID and IS, saying so in the
+            log and in ``summary.json``. There is no silent fallback: with ``enabled`` and no weights file, this
+            raises.
         weights_path: ``pt_inception-2015-12-05-6726825d.pth``; ``None`` reads ``MONAI_LPUWF_INCEPTION_WEIGHTS``.
         device: where the network runs.
 
     Raises:
         FileNotFoundError: no weights file, naming the file, where to get it and the options.
     """
-    if not enabled:
+    if not str2bool(enabled):
         logger.warning("FID and Inception Score are switched off (fid=false): summary.json reports them as null.")
         return None
     try:

@@ -93,7 +93,7 @@ def monai_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
 
 def test_scores_equal_monai_metrics_on_the_written_files(bundle, tmp_path, checkpoint, dataset, monkeypatch):
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
-    report = run_evaluation(bundle, tmp_path, checkpoint, dataset, fid=False)
+    report = run_evaluation(bundle, tmp_path, checkpoint, dataset, fid="false")  # as the command line gives it
     assert {p.name for p in report.iterdir()} == {"scores.csv", "summary.json", "examples.png", "spectrum.png",
                                                   "generated"}  # fmt: skip
     for name in ("examples.png", "spectrum.png"):
