@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,3 +25,46 @@ def demo_model_file(tmp_path_factory) -> Path:
     """An untrained tiny LPUWF model saved as the bundle saves ``models/model.pt`` (see apps/demo_model.py)."""
     demo = load_app_module(APPS_DIR / "demo_model.py", "lpuwf_demo_model")
     return demo.write_demo_model(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+def library_generation(model_file: Path, slo_file: Path, **sampler) -> dict[str, np.ndarray]:
+    """The library's generation pipeline (as bundle/configs/inference.json), the oracle of the apps' outputs.
+
+    ``uwf_inference_transforms`` (load, sharpen, pad to the model's divisor) -> ``LPUWFSampler`` -> ``Invertd``.
+
+    Returns:
+        ``{"pred": (H, W) FA, "pred_std": (H, W) std map or absent}`` as the 8-bit grey levels the apps write
+        (FA: [-1, 1] -> 0..255; std: [0, 1] -> 0..255).
+    """
+    from monai.transforms import Invertd
+
+    from monai_lpuwf.engines import load_model
+    from monai_lpuwf.inferers import LPUWFSampler
+    from monai_lpuwf.transforms import uwf_inference_transforms
+
+    model = load_model(model_file).eval()
+    pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
+    item = pre({"slo": str(slo_file)})
+    out = LPUWFSampler(**sampler)(item["slo"][None], model)
+    item["pred"] = out["pred"][0]
+    height, width = item["pred"].shape[1:]  # padded
+    item = Invertd(keys="pred", transform=pre, orig_keys="slo")(item)
+    h, w = item["pred"].shape[1:]
+    grey = {"pred": np.round((item["pred"][0].numpy().clip(-1, 1) + 1) / 2 * 255)}
+    if out["pred_std"] is not None:
+        top, left = (height - h) // 2, (width - w) // 2  # DivisiblePad's symmetric padding
+        std = out["pred_std"][0, 0, top : top + h, left : left + w]
+        grey["pred_std"] = np.round(std.clamp(0, 1).numpy() * 255)
+    return grey
+
+
+def assert_grey_matches(written: np.ndarray, expected: np.ndarray, name: str) -> None:
+    """Same shape, and pixels within one grey level (float rounding at .5 may differ between processes)."""
+    assert written.shape == expected.shape, f"{name}: written {written.shape} vs expected {expected.shape}"
+    assert np.abs(written - expected).max() <= 1, f"{name}: pixels differ from the library pipeline"
+
+
+@pytest.fixture(scope="session")
+def generation_oracle():
+    """``(library_generation, assert_grey_matches)`` for the app tests (conftest modules are not importable)."""
+    return library_generation, assert_grey_matches

@@ -25,13 +25,9 @@ pytest.importorskip(
 )
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the app's YAML files")
 
-from monai.transforms import Invertd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from monai_lpuwf.data import generate_phantoms  # noqa: E402
-from monai_lpuwf.engines import load_model  # noqa: E402
-from monai_lpuwf.inferers import LPUWFSampler  # noqa: E402
-from monai_lpuwf.transforms import uwf_inference_transforms  # noqa: E402
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "apps" / "deploy"
 SAMPLER = {"scheduler": "ddim", "num_inference_steps": 2, "seed": 3}
@@ -55,44 +51,25 @@ def run_app(args: list[str], config: Path, env: dict | None = None) -> subproces
     )
 
 
-def reference(model_file: Path, slo_file: Path, num_samples: int) -> dict[str, np.ndarray]:
-    """The library's pipeline (as bundle/configs/inference.json): FA and std images as 8-bit grey levels."""
-    model = load_model(model_file).eval()
-    pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
-    item = pre({"slo": str(slo_file)})
-    out = LPUWFSampler(**SAMPLER, num_samples=num_samples)(item["slo"][None], model)
-    item["pred"] = out["pred"][0]
-    item = Invertd(keys="pred", transform=pre, orig_keys="slo")(item)
-    grey = {"pred": np.round((item["pred"][0].numpy().clip(-1, 1) + 1) / 2 * 255)}
-    if out["pred_std"] is not None:
-        std = out["pred_std"][0, 0]
-        pad_h, pad_w = (np.array(std.shape) - np.array(item["pred"].shape[1:])) // 2
-        std = std[pad_h : pad_h + item["pred"].shape[1], pad_w : pad_w + item["pred"].shape[2]]
-        grey["pred_std"] = np.round(std.clamp(0, 1).numpy() * 255)
-    return grey
-
-
 def read_grey(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         assert img.mode == "L", f"{path}: expected a grey image, got mode {img.mode}"
         return np.asarray(img, dtype=np.float64)
 
 
-def assert_matches(written: np.ndarray, expected: np.ndarray, name: str) -> None:
-    assert written.shape == expected.shape, f"{name}: written {written.shape} vs expected {expected.shape}"
-    # 1 grey level: float rounding at .5 boundaries may differ between the app's process and this one
-    assert np.abs(written - expected).max() <= 1, f"{name}: pixels differ from the library pipeline"
-
-
 @pytest.fixture(scope="module")
 def phantom_folder(tmp_path_factory) -> Path:
-    """Two non-square phantom triplets (sizes not multiples of the size divisor) in a sub-folder (``val/1.png`` ...), as the authors' naming lays them out."""
+    """Two non-square phantom triplets in a sub-folder (``val/1.png``, ``val/1.1.png``, ...; the authors' naming),
+    of a size that is not a multiple of the model's size divisor."""
     root = tmp_path_factory.mktemp("deploy_in")
     generate_phantoms(root / "val", num=2, size=(90, 120), seed=5)
     return root
 
 
-def test_folder_run_writes_fa_and_uncertainty_like_the_library(phantom_folder, demo_model_file, tmp_path):
+def test_folder_run_writes_fa_and_uncertainty_like_the_library(
+    phantom_folder, demo_model_file, generation_oracle, tmp_path
+):
+    reference, assert_matches = generation_oracle
     config = write_config(tmp_path / "config.yaml", num_samples=2)
     out_dir = tmp_path / "out"
     before = sorted(p.name for p in phantom_folder.rglob("*"))
@@ -105,7 +82,7 @@ def test_folder_run_writes_fa_and_uncertainty_like_the_library(phantom_folder, d
     sensitivity = []
     for n in (1, 2):
         slo_file = phantom_folder / "val" / f"{n}.png"
-        expected = reference(demo_model_file, slo_file, num_samples=2)
+        expected = reference(demo_model_file, slo_file, **SAMPLER, num_samples=2)
         fa = read_grey(out_dir / "val" / f"{n}_late.png")
         assert fa.shape == (90, 120)  # (H, W) of the input SLO (padded to 96 x 128 for the model, cropped back)
         assert_matches(fa, expected["pred"], f"{n}_late.png")
@@ -116,7 +93,7 @@ def test_folder_run_writes_fa_and_uncertainty_like_the_library(phantom_folder, d
     assert min(sensitivity) > 5, sensitivity
 
 
-def test_map_layout_from_environment_and_bad_input(demo_model_file, tmp_path):
+def test_map_layout_from_environment_and_bad_input(demo_model_file, generation_oracle, tmp_path):
     """The packaged app's layout: paths from HOLOSCAN_* variables, the model in ``models/<name>/model.pt``.
 
     One unreadable input is reported (exit status 1) while the other image is still written.
@@ -139,7 +116,8 @@ def test_map_layout_from_environment_and_bad_input(demo_model_file, tmp_path):
     assert re.search(r"no output for .*2\.png: UWFImageError", log), log[-3000:]
     written = sorted(p.name for p in (tmp_path / "output").iterdir())
     assert written == ["1_late.png"]  # no std map with one sample
-    expected = reference(demo_model_file, inputs / "1.png", num_samples=1)
+    reference, assert_matches = generation_oracle
+    expected = reference(demo_model_file, inputs / "1.png", **SAMPLER, num_samples=1)
     assert_matches(read_grey(tmp_path / "output" / "1_late.png"), expected["pred"], "1_late.png")
 
 
@@ -158,7 +136,7 @@ def test_refuses_output_inside_input_and_missing_model(phantom_folder, demo_mode
 
 
 @pytest.mark.realdata
-def test_real_sample_full_frame(uwf_samples_dir, demo_model_file, tmp_path):
+def test_real_sample_full_frame(uwf_samples_dir, demo_model_file, generation_oracle, tmp_path):
     """A real 853 x 682 SLO (24-bit BMP) in, a grey 853 x 682 FA out, same pixels as the library."""
     config = write_config(tmp_path / "config.yaml", num_samples=1)
     slo_file = uwf_samples_dir / "val" / "7.bmp"
@@ -166,7 +144,8 @@ def test_real_sample_full_frame(uwf_samples_dir, demo_model_file, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     fa = read_grey(tmp_path / "out" / "7_late.png")
     assert fa.shape == (682, 853)
-    assert_matches(fa, reference(demo_model_file, slo_file, num_samples=1)["pred"], "7_late.png")
+    reference, assert_matches = generation_oracle
+    assert_matches(fa, reference(demo_model_file, slo_file, **SAMPLER, num_samples=1)["pred"], "7_late.png")
 
 
 def test_packaging_files():

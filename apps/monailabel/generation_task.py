@@ -1,0 +1,210 @@
+"""MONAI Label inference task: UWF-SLO in, generated late-phase UWF-FA image out (image-to-image generation).
+
+MONAI Label's task types are segmentation-like (a label map written by its ``Writer``); generation is served here by
+a :class:`~monailabel.tasks.infer.basic_infer.BasicInferTask` whose
+
+* pre-transforms are the bundle's inference transforms (:func:`monai_lpuwf.transforms.uwf_inference_transforms`:
+  load the SLO as (3, H, W) in [-1, 1], unsharp-mask it);
+* inferer is :class:`monai_lpuwf.inferers.LPUWFInferer` (the sampler pads to the model's size divisor and crops
+  back, so the output has the SLO's H x W);
+* network is the bundle's ``model.pt`` rebuilt by :func:`monai_lpuwf.inference_io.load_generation_model`;
+* writer writes the generated FA as a grey image file (PNG by default), which the ``/infer`` endpoint returns, and,
+  with ``uncertainty`` requested, puts the per-pixel standard deviation map into the result JSON as a base64 PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from fastapi import HTTPException
+from monai.inferers import Inferer
+from monai.transforms import CopyItemsd
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.utils.others.generic import strtobool
+
+from monai_lpuwf.inference_io import load_generation_model
+from monai_lpuwf.inferers import SCHEDULERS, LPUWFInferer
+from monai_lpuwf.transforms import save_uwf_image, uwf_inference_transforms
+
+__all__ = ["LateFAGenerationTask", "GENERATION_TYPE", "RESULT_EXTENSIONS"]
+
+logger = logging.getLogger(__name__)
+
+GENERATION_TYPE = "generation"
+RESULT_EXTENSIONS = (".png", ".tif", ".tiff", ".nii.gz", ".nii", ".dcm", ".bmp")
+
+
+class LateFAGenerationTask(BasicInferTask):
+    """Generate the late-phase FA of an uploaded or selected UWF-SLO.
+
+    Request parameters (the ``params`` JSON of ``POST /infer/<model>``; defaults from the constructor):
+
+    ========================= =====================================================================================
+    ``scheduler``             ``"ddim"``, ``"ddpm"`` or ``"pndm"``
+    ``num_inference_steps``   sampling steps
+    ``num_samples``           draws averaged into the output (more than one gives the uncertainty map)
+    ``seed``                  seed of the first draw (same seed, same image)
+    ``uncertainty``           ``true``: also return the per-pixel standard deviation over the draws (needs
+                              ``num_samples >= 2``) in the result JSON, key ``"uncertainty"``
+    ``result_extension``      ``.png`` (default), ``.tif``, ``.nii.gz``, ``.dcm``, ``.bmp``
+    ``result_bit_depth``      8 (default) or 16 (grey PNG, TIFF, DICOM)
+    ========================= =====================================================================================
+
+    The returned image is grey, with the SLO's height and width and orientation; grey level / (2**bit_depth - 1)
+    maps [0, 1] onto the model's [-1, 1] output range. The uncertainty map (``"uncertainty"`` in the result JSON:
+    ``{"format": "png", "encoding": "base64", "data": ..., "scale": ...}``) is an 8-bit grey PNG of the same size
+    whose grey level / 255 is the standard deviation on the [-1, 1] scale (clipped at 1), as the bundle's
+    ``inference.json`` writes ``*_late_std`` images.
+
+    Args:
+        model_path: the bundle's ``models/model.pt`` (``{"model": state_dict, "config": ...}``).
+        scheduler, num_inference_steps, num_samples, seed: default sampler settings.
+        sharpen: unsharp-mask the SLO (the bundle's ``sharpen``; must match the training run).
+        preload: load the model at start-up instead of at the first request.
+        description: shown by ``/info``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        scheduler: str = "ddim",
+        num_inference_steps: int = 50,
+        num_samples: int = 1,
+        seed: int = 0,
+        sharpen: bool = True,
+        preload: bool = False,
+        description: str = "Late-phase UWF fluorescein angiography generated from a UWF-SLO (LPUWF-LDM)",
+    ) -> None:
+        if str(scheduler).lower() not in SCHEDULERS:
+            raise ValueError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
+        self.sharpen = bool(sharpen)
+        super().__init__(
+            path=str(model_path),
+            network=None,
+            type=GENERATION_TYPE,
+            labels=None,
+            dimension=2,
+            description=description,
+            input_key="slo",
+            output_label_key="pred",
+            config={
+                "scheduler": str(scheduler).lower(),
+                "num_inference_steps": int(num_inference_steps),
+                "num_samples": int(num_samples),
+                "seed": int(seed),
+                "uncertainty": False,
+                "result_extension": ".png",
+                "result_bit_depth": 8,
+            },
+            preload=preload,
+        )
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        # the request holds the image path under "image"; the bundle's transforms read the key "slo". No padding
+        # here (divisor 1): LPUWFSampler pads to the model's divisor with the same value and crops back itself.
+        bundle_transforms = uwf_inference_transforms(divisor=1, sharpen=self.sharpen).transforms
+        return [CopyItemsd(keys="image", names="slo"), *bundle_transforms]
+
+    def __call__(self, request, callbacks=None):
+        """Check the request's sampler and writer parameters, then run the task (pre, inferer, writer)."""
+        self.check_request({**self._config, **request})
+        return super().__call__(request, callbacks)
+
+    @staticmethod
+    def check_request(req: dict[str, Any]) -> None:
+        """Raise ``HTTPException(400)`` (the client sees the message) for parameters that cannot work."""
+        problems = []
+        if str(req.get("scheduler", "")).lower() not in SCHEDULERS:
+            problems.append(f"scheduler '{req.get('scheduler')}' is not one of {', '.join(SCHEDULERS)}")
+        for key in ("num_inference_steps", "num_samples"):
+            try:
+                if int(req[key]) < 1:
+                    raise ValueError
+            except (TypeError, ValueError):
+                problems.append(f"{key} must be a whole number >= 1, got {req[key]!r}")
+        if strtobool(str(req.get("uncertainty", False))) and not problems and int(req["num_samples"]) < 2:
+            problems.append(
+                "uncertainty=true needs num_samples >= 2 (the map is the standard deviation over the draws); "
+                'send e.g. {"uncertainty": true, "num_samples": 4}'
+            )
+        extension = str(req.get("result_extension", ".png")).lower()
+        if ("." + extension.lstrip(".")) not in RESULT_EXTENSIONS:
+            problems.append(f"result_extension '{extension}' is not one of {', '.join(RESULT_EXTENSIONS)}")
+        if str(req.get("result_bit_depth", 8)) not in ("8", "16"):
+            problems.append(f"result_bit_depth must be 8 or 16, got {req.get('result_bit_depth')!r}")
+        if problems:
+            raise HTTPException(status_code=400, detail="; ".join(problems) + ".")
+
+    def inferer(self, data=None) -> Inferer:
+        data = {**self._config, **(data or {})}
+        return LPUWFInferer(
+            scheduler=str(data["scheduler"]).lower(),
+            num_inference_steps=int(data["num_inference_steps"]),
+            num_samples=int(data["num_samples"]),
+            seed=int(data["seed"]),
+            with_std=bool(strtobool(str(data["uncertainty"]))),
+        )
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        return []
+
+    def _get_network(self, device, data):
+        """The bundle model on ``device``, cached and reloaded when the file changes."""
+        path = self.get_path()
+        if path is None:
+            raise FileNotFoundError(
+                f"no model file at {self.path}; train the bundle (models/model.pt) and start the server with "
+                "--conf model <path to model.pt or the bundle folder>."
+            )
+        mtime = os.stat(path).st_mtime
+        cached = self._networks.get(device)
+        if cached is None or cached[1] != mtime:
+            logger.info(f"loading {path} on {device}")
+            network = load_generation_model(path, map_location=torch.device(device)).to(torch.device(device))
+            self._networks[device] = (network, mtime)
+        return self._networks[device][0]
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
+        """Write the generated FA to a temporary file (the server deletes it after sending) and build the JSON."""
+        extension = "." + str(extension or data.get("result_extension") or ".png").lower().lstrip(".")
+        bit_depth = int(data.get("result_bit_depth", 8))
+        pred = torch.as_tensor(data[self.output_label_key]).detach().cpu().float()  # (1, H, W) or (2, H, W) with std
+        path = Path(tempfile.gettempdir()) / f"lpuwf_late_{uuid.uuid4().hex}{extension}"
+        save_uwf_image(pred[:1], path, bit_depth=bit_depth)
+        result: dict[str, Any] = {
+            "type": GENERATION_TYPE,
+            "image": "late-phase UWF-FA",
+            "shape": [int(s) for s in pred.shape[1:]],
+            "value_range": [-1.0, 1.0],
+            "bit_depth": bit_depth,
+            "sampler": {
+                k: data.get(k, self._config[k]) for k in ("scheduler", "num_inference_steps", "num_samples", "seed")
+            },
+        }
+        if pred.shape[0] > 1:
+            result["uncertainty"] = {
+                "format": "png",
+                "encoding": "base64",
+                "data": _png_base64(pred[1]),
+                "scale": "grey level / 255 = per-pixel standard deviation over the samples on the [-1, 1] scale",
+            }
+        return str(path), result
+
+
+def _png_base64(std: torch.Tensor) -> str:
+    """8-bit grey PNG of a standard deviation map (H, W), grey = round(255 * clip(std, 0, 1)), base64-encoded."""
+    from PIL import Image
+
+    grey = np.round(std.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
