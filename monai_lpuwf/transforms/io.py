@@ -204,7 +204,7 @@ def _select_channels(
     stored = img.shape[-1]
     if stored in (2, 4):  # grey + alpha, RGB + alpha
         img = img[..., : stored - 1]
-    img = np.moveaxis(img, -1, 0).astype(np.float32)
+    img = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)  # planar: fast channel reductions
     n = img.shape[0]
     if modality == "slo":
         if n == 3:
@@ -295,7 +295,10 @@ class LoadUWFImage(Transform):
         img, stored = _select_channels(
             arr, self.modality, filename, self.fa_colour, self.slo_grey, self.grey_tolerance, high - low
         )
-        img = np.clip((img - low) / (high - low), 0.0, 1.0) * 2.0 - 1.0
+        img -= low  # in place: (img - low) / (high - low) * 2 - 1, clipped to [-1, 1]
+        img *= 2.0 / (high - low)
+        img -= 1.0
+        np.clip(img, -1.0, 1.0, out=img)
         meta.update(
             {
                 "spatial_shape": np.asarray(img.shape[1:]),

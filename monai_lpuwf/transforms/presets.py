@@ -136,7 +136,7 @@ def uwf_train_transforms(
         xforms.append(UnsharpMaskd(keys=slo_key, **dict(sharpen_kwargs or {})))
     resize_to = size if not augment else (None if crop_scale is None else tuple(math.ceil(crop_scale * s) for s in size))
     if resize_to is not None:
-        xforms.append(Resized(keys=image_keys, spatial_size=resize_to, mode="bilinear", anti_aliasing=True))
+        xforms.append(Resized(keys=image_keys, spatial_size=resize_to, mode="area"))  # box-averaging: no aliasing
     xforms.append(FieldOfViewd(keys=fa_keys, mask_key=fov_key, **dict(fov_kwargs or {})))
     all_keys = image_keys + [fov_key]
     if with_late:

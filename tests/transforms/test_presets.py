@@ -97,6 +97,10 @@ def test_without_late_and_sharpening_flags(tmp_path):
     sharp = uwf_train_transforms(32, with_late=False, augment=False, sharpen=True)({k: paths[k] for k in ("slo", "early")})
     assert float((sharp["slo"] - no_late["slo"]).abs().max()) > 1e-3  # sharpening is on by default, and does something
     torch.testing.assert_close(sharp["early"], no_late["early"])  # ... on the SLO only
+    native_crop = uwf_train_transforms((32, 40), crop_scale=None, sharpen=False)(paths)  # the authors' recipe
+    assert {tuple(v.shape[1:]) for v in native_crop.values()} == {(32, 40)}
+    full = LoadUWFImage("fa")(paths["early"])  # a crop at native scale: its values are pixels of the frame
+    assert float(native_crop["early"].max()) <= float(full.max()) + 1e-5
     with pytest.raises(ValueError, match="register"):
         uwf_train_transforms(32, with_late=False, register="late")
     with pytest.raises(ValueError, match="unknown target"):
@@ -156,3 +160,18 @@ def test_inference_missing_late_is_allowed_when_asked(tmp_path):
     pre = uwf_inference_transforms(8, keys=("slo", "late"), allow_missing_keys=True)
     out = pre({"slo": str(slo)})
     assert set(out) == {"slo"} and tuple(out["slo"].shape) == (3, 24, 32)
+
+
+def test_train_pipeline_with_registration_batches(tmp_path):
+    """register=True: late registered onto early before the CTRD map; its record survives batching."""
+    recs = generate_phantoms(tmp_path, num=2, size=(96, 112), misregistration=2.0)
+    items = [{k: r[k] for k in ("slo", "early", "late")} for r in recs]
+    fast = {"resolutions": 3, "iterations": 150, "spatial_samples": 2048}
+    pipeline = uwf_train_transforms(64, register=True, augment=False, register_kwargs=fast)
+    registered = [pipeline(item) for item in items]
+    assert all(r["late"].meta["registration"]["status"] == "registered" for r in registered)
+    unregistered = [uwf_train_transforms(64, augment=False)(item) for item in items]
+    for reg, unreg in zip(registered, unregistered):  # aligned phases: the map no longer lights up moved vessels
+        assert float(reg["ctrd"].mean()) < float(unreg["ctrd"].mean())
+    batch = next(iter(DataLoader(Dataset(items, pipeline), batch_size=2)))
+    assert tuple(batch["late"].shape) == (2, 1, 64, 64) and tuple(batch["ctrd"].shape) == (2, 1, 64, 64)
