@@ -43,6 +43,12 @@ SIZE = (192, 224)  # (H, W): MS-SSIM needs 176 pixels a side
 PREDICTORS = ("model", "constant", "early")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with h.one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return h.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")

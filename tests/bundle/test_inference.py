@@ -35,6 +35,12 @@ h = _load_helpers()
 STEPS, tiny_model, bundle_error = h.STEPS, h.tiny_model, h.bundle_error
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with h.one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return h.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
