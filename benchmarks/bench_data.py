@@ -66,7 +66,10 @@ def bench_loaders(items: list[dict], repeats: int, train_size: int) -> dict:
     load_triplet = LoadUWFImaged(["slo", "early", "late"])
     pipeline = uwf_train_transforms(train_size)
     pipeline.set_random_state(0)
-    tri = {"load triplet": [float("inf")] * len(items), f"uwf_train_transforms({train_size})": [float("inf")] * len(items)}
+    tri = {
+        "load triplet": [float("inf")] * len(items),
+        f"uwf_train_transforms({train_size})": [float("inf")] * len(items),
+    }
     for _ in range(repeats):
         for i, item in enumerate(items):
             tri["load triplet"][i] = min(tri["load triplet"][i], _timed(load_triplet, dict(item))[0])
@@ -83,9 +86,8 @@ def bench_loaders(items: list[dict], repeats: int, train_size: int) -> dict:
 def bench_registration(items: list[dict], repeats: int, reduce: int, threads: int) -> dict:
     from monai.transforms import Resize
 
-    from monai_lpuwf.transforms import LoadUWFImage, RegisterElastix
-
     from monai_lpuwf.data import render_phantom
+    from monai_lpuwf.transforms import LoadUWFImage, RegisterElastix
 
     warm = render_phantom((64, 64), seed=0)
     with warnings.catch_warnings():
@@ -96,7 +98,9 @@ def bench_registration(items: list[dict], repeats: int, reduce: int, threads: in
     results: dict = {"itk_first_use_s": t_itk}
     resolutions = (("full", 1), (f"1/{reduce}", reduce))
     for task, moving_key in (("late->early (ncc)", "late"), ("slo->early (mi)", "slo")):
-        runs = {label: {"times": [], "before": [], "after": [], "fallbacks": 0, "size": None} for label, _ in resolutions}
+        runs = {
+            label: {"times": [], "before": [], "after": [], "fallbacks": 0, "size": None} for label, _ in resolutions
+        }
         for item in items:
             fixed_full = fa(item["early"])
             moving_full = slo(item["slo"]) if moving_key == "slo" else fa(item["late"])
@@ -105,7 +109,10 @@ def bench_registration(items: list[dict], repeats: int, reduce: int, threads: in
                     fixed, moving = fixed_full, moving_full
                     if factor > 1:
                         size = (fixed.shape[1] // factor, fixed.shape[2] // factor)
-                        fixed, moving = Resize(size, anti_aliasing=True)(fixed), Resize(size, anti_aliasing=True)(moving)
+                        fixed, moving = (
+                            Resize(size, anti_aliasing=True)(fixed),
+                            Resize(size, anti_aliasing=True)(moving),
+                        )
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         t, (_, _, info) = _timed(reg, fixed, moving)
@@ -127,7 +134,9 @@ def bench_registration(items: list[dict], repeats: int, reduce: int, threads: in
                 "similarity_after": float(np.mean(run["after"])),
                 "identity_fallbacks": run["fallbacks"],
             }
-        per_res[f"ratio 1/{reduce} vs full (time)"] = per_res[f"1/{reduce}"]["s_per_pair"] / per_res["full"]["s_per_pair"]
+        per_res[f"ratio 1/{reduce} vs full (time)"] = (
+            per_res[f"1/{reduce}"]["s_per_pair"] / per_res["full"]["s_per_pair"]
+        )
         results[task] = per_res
     return results
 

@@ -51,8 +51,10 @@ def _natural_key(text: str) -> list:
 
 
 def _required(require_late: bool, require_early: bool) -> tuple[str, ...]:
-    return (UWFKeys.SLO.value,) + ((UWFKeys.EARLY.value,) if require_early else ()) + (
-        (UWFKeys.LATE.value,) if require_late else ()
+    return (
+        (UWFKeys.SLO.value,)
+        + ((UWFKeys.EARLY.value,) if require_early else ())
+        + ((UWFKeys.LATE.value,) if require_late else ())
     )
 
 
@@ -126,9 +128,7 @@ def datalist_from_folder(
         elif missing:
             present = ", ".join(sorted(p[0].name for p in phases.values()))
             want = {"slo": f"{ident}.ext", "early": f"{ident}.1.ext", "late": f"{ident}.2.ext"}
-            problems.append(
-                f"{name}: missing {', '.join(f'{k} ({want[k]})' for k in missing)}; present: {present}"
-            )
+            problems.append(f"{name}: missing {', '.join(f'{k} ({want[k]})' for k in missing)}; present: {present}")
         else:
             items.append({k: str(phases[k][0].resolve()) for k in _TRIPLET_KEYS if k in phases})
     _report_incomplete(

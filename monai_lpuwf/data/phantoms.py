@@ -153,7 +153,9 @@ def render_phantom(
             if np.hypot(*(pos - disc)) > 3 * disc_r and fov[int(pos[0]), int(pos[1])]:
                 break
         radius = rng.uniform(0.03, 0.06) * min(h, w)
-        blob = np.exp(-((rr - pos[0]) ** 2 / (2 * radius**2) + (cc - pos[1]) ** 2 / (2 * (radius * rng.uniform(0.7, 1.4)) ** 2)))
+        blob = np.exp(
+            -((rr - pos[0]) ** 2 / (2 * radius**2) + (cc - pos[1]) ** 2 / (2 * (radius * rng.uniform(0.7, 1.4)) ** 2))
+        )
         irregular = 1.0 + 0.35 * _smooth_noise(rng, (h, w), 2 * scale)
         patch = np.clip(blob * irregular, 0, None).astype(np.float32)
         leak = np.maximum(leak, patch)
@@ -274,7 +276,9 @@ def generate_phantoms(
     _check_writable(out, names, overwrite)
     marker = out / PHANTOM_MARKER
     previous = set(json.loads(marker.read_text()).get("files", [])) if marker.is_file() else set()
-    marker.write_text(json.dumps({"generator": "monai_lpuwf.data.generate_phantoms", "files": sorted(previous | set(names))}))
+    marker.write_text(
+        json.dumps({"generator": "monai_lpuwf.data.generate_phantoms", "files": sorted(previous | set(names))})
+    )
     records = []
     for i in range(1, num + 1):
         ph = render_phantom(size, seed=(seed, i), num_lesions=num_lesions, misregistration=misregistration)

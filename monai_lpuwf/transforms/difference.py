@@ -46,7 +46,11 @@ class CrossTemporalDifference(Transform):
     """
 
     def __init__(
-        self, normalize: str = "percentile", percentile: float = 99.0, smooth_sigma: float = 0.0, match_mean: bool = False
+        self,
+        normalize: str = "percentile",
+        percentile: float = 99.0,
+        smooth_sigma: float = 0.0,
+        match_mean: bool = False,
     ) -> None:
         self.normalize = look_up_option(normalize, NORMALIZATIONS)
         self.percentile = percentile
@@ -74,9 +78,15 @@ class CrossTemporalDifference(Transform):
         if self.normalize != "none" and inside.any():
             scale = np.percentile(diff[inside], self.percentile) if self.normalize == "percentile" else diff.max()
             diff = np.clip(diff / max(float(scale), 1e-6), 0.0, 1.0)
-        out, *_ = convert_to_dst_type(diff.astype(np.float32), dst=early, dtype=np.float32 if isinstance(early, np.ndarray) else torch.float32)
+        out, *_ = convert_to_dst_type(
+            diff.astype(np.float32), dst=early, dtype=np.float32 if isinstance(early, np.ndarray) else torch.float32
+        )
         if isinstance(out, MetaTensor):
-            out.meta["ctrd"] = {"normalize": self.normalize, "percentile": self.percentile, "smooth_sigma": self.smooth_sigma}
+            out.meta["ctrd"] = {
+                "normalize": self.normalize,
+                "percentile": self.percentile,
+                "smooth_sigma": self.smooth_sigma,
+            }
         return out
 
 
@@ -114,6 +124,8 @@ class CrossTemporalDifferenced(MapTransform):
             raise KeyError(f"CrossTemporalDifferenced: key(s) {missing} missing; the CTRD map needs both phases.")
         fov = d.get(self.fov_key) if self.fov_key is not None else None
         if self.fov_key is not None and fov is None:
-            raise KeyError(f"CrossTemporalDifferenced: fov_key {self.fov_key!r} not in the data; add FieldOfViewd first.")
+            raise KeyError(
+                f"CrossTemporalDifferenced: fov_key {self.fov_key!r} not in the data; add FieldOfViewd first."
+            )
         d[self.output_key] = self.ctrd(d[self.early_key], d[self.late_key], fov)
         return d

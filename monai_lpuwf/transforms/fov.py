@@ -72,7 +72,7 @@ def flat_box_mask(
     gy, gx = np.abs(np.diff(grey, axis=0, append=grey[-1:])), np.abs(np.diff(grey, axis=1, append=grey[:, -1:]))
     flat = ndi.maximum_filter(np.maximum(gy, gx), size=3) < 1.5 / 255.0
     flat &= grey > 0.5 / 255.0  # exact-black borders are handled by the threshold, not as boxes
-    labels, n = ndi.label(flat)
+    labels, _ = ndi.label(flat)
     out = np.zeros_like(flat)
     min_area = min_area_fraction * grey.size
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
@@ -136,7 +136,7 @@ class FieldOfView(Transform):
             rr, cc = np.ogrid[:h, :w]
             central = ((rr - h / 2) / (0.42 * h)) ** 2 + ((cc - w / 2) / (0.42 * w)) ** 2 < 1
             level = max(_otsu(both[mask]), float(np.percentile(both[central & mask], 95)))
-            labels, n = ndi.label(mask & (both > level))
+            labels, _ = ndi.label(mask & (both > level))
             edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
             edge_labels = edge_labels[edge_labels > 0]
             if len(edge_labels):
@@ -160,7 +160,9 @@ class FieldOfView(Transform):
             ``(1, H, W)`` float32 mask (MetaTensor with the input's metadata when the input is one).
         """
         mask = self.mask(convert_to_numpy(img))[None].astype(np.float32)
-        out, *_ = convert_to_dst_type(mask, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)
+        out, *_ = convert_to_dst_type(
+            mask, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
+        )
         if isinstance(out, MetaTensor):
             out.meta["fov_modality"] = self.modality
         return out
@@ -196,6 +198,8 @@ class FieldOfViewd(MapTransform):
             mask = FieldOfView(**{**self.kwargs, "modality": modality})(d[key])
             combined = mask if combined is None else combined * mask
         if combined is None:
-            raise KeyError(f"FieldOfViewd: none of the keys {self.keys} is in the data; nothing to compute a mask from.")
+            raise KeyError(
+                f"FieldOfViewd: none of the keys {self.keys} is in the data; nothing to compute a mask from."
+            )
         d[self.mask_key] = combined
         return d

@@ -460,4 +460,3 @@ def save_uwf_image(img: torch.Tensor | np.ndarray, path: PathLike, bit_depth: in
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
-

@@ -134,13 +134,17 @@ def uwf_train_transforms(
         xforms.append(RegisterElastixd(fixed_key=early_key, moving_key=moving, **dict(register_kwargs or {})))
     if sharpen:
         xforms.append(UnsharpMaskd(keys=slo_key, **dict(sharpen_kwargs or {})))
-    resize_to = size if not augment else (None if crop_scale is None else tuple(math.ceil(crop_scale * s) for s in size))
+    resize_to = (
+        size if not augment else (None if crop_scale is None else tuple(math.ceil(crop_scale * s) for s in size))
+    )
     if resize_to is not None:
         xforms.append(Resized(keys=image_keys, spatial_size=resize_to, mode="area"))  # box-averaging: no aliasing
     xforms.append(FieldOfViewd(keys=fa_keys, mask_key=fov_key, **dict(fov_kwargs or {})))
     all_keys = image_keys + [fov_key]
     if with_late:
-        xforms.append(CrossTemporalDifferenced(early_key, late_key, ctrd_key, fov_key=fov_key, **dict(ctrd_kwargs or {})))
+        xforms.append(
+            CrossTemporalDifferenced(early_key, late_key, ctrd_key, fov_key=fov_key, **dict(ctrd_kwargs or {}))
+        )
         all_keys.append(ctrd_key)
     if augment:
         angle = math.radians(rotate_deg)

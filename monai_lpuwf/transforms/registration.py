@@ -38,13 +38,13 @@ from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms.fov import FieldOfView
 
 
-
 def _itk():
     """The ``itk`` module, imported on first use (loading elastix takes seconds; plain transform users skip it)."""
     itk, has_itk = optional_import("itk")
     if not has_itk or not hasattr(itk, "ElastixRegistrationMethod"):
         raise ImportError("RegisterElastix needs itk-elastix: pip install 'itk-elastix>=0.25'.")
     return itk
+
 
 __all__ = ["RegisterElastix", "RegisterElastixd", "MODES", "METRICS", "similarity"]
 
@@ -189,14 +189,20 @@ class RegisterElastix(Transform):
         itk = _itk()
         params = itk.ParameterObject.New()
         linear, _, spline = self.mode.partition("+")
-        stages = [(_ELASTIX_TRANSFORM[linear], self.iterations)] + ([("bspline", self.bspline_iterations)] if spline else [])
+        stages = [(_ELASTIX_TRANSFORM[linear], self.iterations)] + (
+            [("bspline", self.bspline_iterations)] if spline else []
+        )
         for name, iterations in stages:
             pmap = params.GetDefaultParameterMap(name, self.resolutions)
             if linear == "similarity" and name == "rigid":
                 pmap["Transform"] = ("SimilarityTransform",)
             if name == "bspline":
                 pmap["FinalGridSpacingInPhysicalUnits"] = (str(float(self.bspline_grid_spacing)),)
-            pmap["Metric"] = (_ELASTIX_METRIC[metric],) if name != "bspline" else (_ELASTIX_METRIC[metric], "TransformBendingEnergyPenalty")
+            pmap["Metric"] = (
+                (_ELASTIX_METRIC[metric],)
+                if name != "bspline"
+                else (_ELASTIX_METRIC[metric], "TransformBendingEnergyPenalty")
+            )
             if name == "bspline":
                 pmap["Metric0Weight"], pmap["Metric1Weight"] = ("1.0",), ("0.01",)
                 pmap["Registration"] = ("MultiMetricMultiResolutionRegistration",)
@@ -318,7 +324,9 @@ class RegisterElastix(Transform):
 
     @staticmethod
     def _wrap(arr: np.ndarray, src: NdarrayOrTensor, fixed: NdarrayOrTensor, info: dict) -> NdarrayOrTensor:
-        out, *_ = convert_to_dst_type(arr, dst=src, dtype=torch.float32 if isinstance(src, torch.Tensor) else np.float32)
+        out, *_ = convert_to_dst_type(
+            arr, dst=src, dtype=torch.float32 if isinstance(src, torch.Tensor) else np.float32
+        )
         if isinstance(out, MetaTensor):
             if isinstance(fixed, MetaTensor):
                 out.affine = fixed.affine.clone()  # resampled onto the fixed image's grid

@@ -39,7 +39,9 @@ def test_folder_discovery_in_the_authors_naming(tmp_path):
 
 
 def test_incomplete_triplets_are_reported_with_every_offending_name(tmp_path):
-    _touch(tmp_path, "1.bmp", "1.1.bmp", "1.2.bmp", "3.bmp", "3.1.bmp", "5.1.bmp", "5.2.bmp", "6.bmp", "6.png", "6.1.bmp")
+    _touch(
+        tmp_path, "1.bmp", "1.1.bmp", "1.2.bmp", "3.bmp", "3.1.bmp", "5.1.bmp", "5.2.bmp", "6.bmp", "6.png", "6.1.bmp"
+    )
     with pytest.raises(IncompleteTripletError) as err:
         datalist_from_folder(tmp_path)
     msg = str(err.value)
@@ -65,13 +67,17 @@ def test_empty_or_missing_folder(tmp_path):
 
 def test_csv_and_json_lists(tmp_path):
     _touch(tmp_path / "img", "a.png", "b.png", "c.png", "d.png")
-    (tmp_path / "list.csv").write_text("slo,early,late,eye\nimg/a.png,img/b.png,img/c.png,OD\nimg/d.png,img/b.png,,OS\n")
+    (tmp_path / "list.csv").write_text(
+        "slo,early,late,eye\nimg/a.png,img/b.png,img/c.png,OD\nimg/d.png,img/b.png,,OS\n"
+    )
     with pytest.raises(IncompleteTripletError, match=r"row 2 \(.*d\.png\): missing late"):
         datalist_from_file(tmp_path / "list.csv")
     items = datalist_from_file(tmp_path / "list.csv", require_late=False)
     assert items[0] == {
-        "slo": str(tmp_path / "img/a.png"), "early": str(tmp_path / "img/b.png"),
-        "late": str(tmp_path / "img/c.png"), "eye": "OD",
+        "slo": str(tmp_path / "img/a.png"),
+        "early": str(tmp_path / "img/b.png"),
+        "late": str(tmp_path / "img/c.png"),
+        "eye": "OD",
     }
     assert "late" not in items[1]
     (tmp_path / "list.json").write_text(json.dumps([{"slo": "img/a.png", "early": "img/b.png", "late": "img/zz.png"}]))
@@ -118,6 +124,12 @@ def test_split_is_reproducible_and_partitions(tmp_path):
 def test_real_sample_folder(uwf_samples_dir):
     items = datalist_from_folder(uwf_samples_dir)
     assert [str(Path(i["slo"]).relative_to(uwf_samples_dir)) for i in items] == [
-        "train/1.bmp", "train/2.bmp", "train/3.bmp", "train/4.bmp", "val/7.bmp", "val/8.bmp", "val/10.bmp"
+        "train/1.bmp",
+        "train/2.bmp",
+        "train/3.bmp",
+        "train/4.bmp",
+        "val/7.bmp",
+        "val/8.bmp",
+        "val/10.bmp",
     ]
     assert all(Path(i["late"]).name == Path(i["slo"]).stem + ".2.bmp" for i in items)

@@ -30,7 +30,9 @@ def pair():
 
 def test_raw_map_is_the_authors_absolute_difference(pair):
     early, late, fov = pair
-    np.testing.assert_allclose(np.asarray(CrossTemporalDifference("none")(early, late)), np.abs(early - late), atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(CrossTemporalDifference("none")(early, late)), np.abs(early - late), atol=1e-7
+    )
     masked = np.asarray(CrossTemporalDifference("none")(early, late, fov))
     np.testing.assert_allclose(masked, np.abs(early - late) * fov, atol=1e-7)
 
@@ -84,7 +86,9 @@ def test_ctrd_map_finds_the_phantom_lesions(tmp_path, record_property):
     of its top-k pixels (k = lesion area) with the lesion mask. Measured: AUC 0.992, Dice 0.905 (mean).
     """
     recs = generate_phantoms(tmp_path, num=6, size=(256, 256))
-    pipe = Compose([LoadUWFImaged(["early", "late"]), FieldOfViewd(["early", "late"]), CrossTemporalDifferenced(fov_key="fov")])
+    pipe = Compose(
+        [LoadUWFImaged(["early", "late"]), FieldOfViewd(["early", "late"]), CrossTemporalDifferenced(fov_key="fov")]
+    )
     aucs, dices = [], []
     for rec in recs:
         out = pipe({"early": rec["early"], "late": rec["late"]})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage as ndi
 from monai.data import MetaTensor
+from scipy import ndimage as ndi
 
 from monai_lpuwf.data import render_phantom
 from monai_lpuwf.transforms import FieldOfView, FieldOfViewd, LoadUWFImage, flat_box_mask
@@ -69,7 +69,7 @@ def test_types_metadata_and_values(phantom):
 
 def test_flat_box_detector_finds_rectangles_not_smooth_retina():
     rng = np.random.default_rng(0)
-    rr, cc = np.mgrid[0:100, 0:120] / 120.0
+    _, cc = np.mgrid[0:100, 0:120] / 120.0
     grey = 0.3 + 0.3 * cc + 0.002 * rng.standard_normal((100, 120))  # smooth ramp: not a box
     grey[70:90, 80:115] = 0.08  # burnt-in box
     found = flat_box_mask(grey)

@@ -135,7 +135,9 @@ def test_alpha_and_palette_images(tmp_path):
     np.testing.assert_allclose(out.numpy(), _ramp(3), atol=1 / 255 + 1e-5)
     grey = np.round((_ramp(1)[0] + 1) / 2 * 255).astype(np.uint8)
     Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")  # palette of greys, indices != values
-    np.testing.assert_allclose(LoadUWFImage("fa")(tmp_path / "palette.png")[0].numpy(), _ramp(1)[0], atol=1 / 255 + 1e-5)
+    np.testing.assert_allclose(
+        LoadUWFImage("fa")(tmp_path / "palette.png")[0].numpy(), _ramp(1)[0], atol=1 / 255 + 1e-5
+    )
 
 
 def test_truncated_corrupt_missing_and_constant_files_name_the_file(tmp_path):
@@ -179,7 +181,9 @@ def test_dictionary_loader_modalities_missing_keys_and_size_mismatch(tmp_path):
     assert tuple(out["slo"].shape) == (3, H, W) and tuple(out["early"].shape) == (1, H, W) and "late" not in out
     with pytest.raises(UWFImageError, match=r"1\.1\.png.*1\.2\.png.*spatial_mismatch='resize'"):
         LoadUWFImaged(["slo", "early", "late"])({"slo": slo, "early": early, "late": small})
-    resized = LoadUWFImaged(["slo", "early", "late"], spatial_mismatch="resize")({"slo": slo, "early": early, "late": small})
+    resized = LoadUWFImaged(["slo", "early", "late"], spatial_mismatch="resize")(
+        {"slo": slo, "early": early, "late": small}
+    )
     assert tuple(resized["late"].shape) == (1, H, W) and resized["late"].meta["resized_from"] == (20, 30)
     with pytest.raises(KeyError, match=r"1\.png.*1\.1\.png.*\['late'\].*allow_missing_keys=True"):
         LoadUWFImaged(["slo", "early", "late"])({"slo": slo, "early": early})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage as ndi
 from monai.data import CacheDataset, DataLoader, Dataset, decollate_batch
 from monai.transforms import Invertd
+from scipy import ndimage as ndi
 
 from monai_lpuwf.data import generate_phantoms
 from monai_lpuwf.transforms import (
@@ -45,7 +45,11 @@ def test_train_augmentation_identical_geometry_for_all_keys(tmp_path, seed):
     pipeline.set_random_state(seed)
     out = pipeline(paths)
     assert {k: tuple(out[k].shape) for k in out} == {
-        "slo": (3, 64, 72), "early": (1, 64, 72), "late": (1, 64, 72), "fov": (1, 64, 72), "ctrd": (1, 64, 72)
+        "slo": (3, 64, 72),
+        "early": (1, 64, 72),
+        "late": (1, 64, 72),
+        "fov": (1, 64, 72),
+        "ctrd": (1, 64, 72),
     }
     assert all(out[k].dtype == torch.float32 for k in out)
     # the same picture under slo (x3) and early: identical pixels after augmentation
@@ -92,9 +96,13 @@ def test_validation_pipeline_is_deterministic_resize(tmp_path):
 
 def test_without_late_and_sharpening_flags(tmp_path):
     paths = _asymmetric_triplet(tmp_path)
-    no_late = uwf_train_transforms(32, with_late=False, augment=False, sharpen=False)({k: paths[k] for k in ("slo", "early")})
+    no_late = uwf_train_transforms(32, with_late=False, augment=False, sharpen=False)(
+        {k: paths[k] for k in ("slo", "early")}
+    )
     assert set(no_late) == {"slo", "early", "fov"}
-    sharp = uwf_train_transforms(32, with_late=False, augment=False, sharpen=True)({k: paths[k] for k in ("slo", "early")})
+    sharp = uwf_train_transforms(32, with_late=False, augment=False, sharpen=True)(
+        {k: paths[k] for k in ("slo", "early")}
+    )
     assert float((sharp["slo"] - no_late["slo"]).abs().max()) > 1e-3  # sharpening is on by default, and does something
     torch.testing.assert_close(sharp["early"], no_late["early"])  # ... on the SLO only
     native_crop = uwf_train_transforms((32, 40), crop_scale=None, sharpen=False)(paths)  # the authors' recipe

@@ -20,14 +20,15 @@ from scipy import ndimage as ndi
 from monai_lpuwf.data import render_phantom
 from monai_lpuwf.transforms import FieldOfView, LoadUWFImage, RegisterElastix, RegisterElastixd
 
-
 FAST = {"resolutions": 3, "iterations": 150, "spatial_samples": 2048}  # test-sized elastix settings
 
 
 def _affine(h: int, w: int, angle_deg: float, shift, scale=(1.0, 1.0), shear: float = 0.0) -> np.ndarray:
     """3 x 3 fixed -> moving map in (row, col) pixels: about the image centre, then shifted."""
     a = math.radians(angle_deg)
-    lin = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ np.array([[scale[0], shear], [0, scale[1]]])
+    lin = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) @ np.array(
+        [[scale[0], shear], [0, scale[1]]]
+    )
     c = np.array([(h - 1) / 2, (w - 1) / 2])
     out = np.eye(3)
     out[:2, :2], out[:2, 2] = lin, c + np.asarray(shift, float) - lin @ c
@@ -129,7 +130,9 @@ def test_dictionary_version_moves_every_listed_key_identically():
         "late_fov": fov,
         "slo": ph["slo"] * 2 - 1,
     }
-    xform = RegisterElastixd("early", "late", other_keys=("late_copy", "late_fov"), nearest_keys=("late_fov",), mode="rigid", **FAST)
+    xform = RegisterElastixd(
+        "early", "late", other_keys=("late_copy", "late_fov"), nearest_keys=("late_fov",), mode="rigid", **FAST
+    )
     out = xform(data)
     np.testing.assert_allclose(np.asarray(out["late_copy"]), out["late"].numpy(), atol=1e-6)
     assert set(np.unique(np.asarray(out["late_fov"]))) <= {0.0, 1.0}  # nearest neighbour for masks
