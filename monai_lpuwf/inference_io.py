@@ -394,7 +394,9 @@ def save_generated(
     tmp = f"_{key}_to_save"
     xforms: list = [
         CopyItemsd(keys=key, names=tmp),
-        ScaleIntensityRanged(tmp, a_min=value_range[0], a_max=value_range[1], b_min=0.0, b_max=levels or 1.0, clip=True),
+        ScaleIntensityRanged(
+            tmp, a_min=value_range[0], a_max=value_range[1], b_min=0.0, b_max=levels or 1.0, clip=True
+        ),
     ]
     if levels is not None:
         xforms.append(QuantizeIntensityd(tmp, levels=levels, value_range=(0.0, levels)))

@@ -275,7 +275,9 @@ class GenerationEvaluationHandler:
         self.paths = self.report.write(extra=extra, spectrum_figure=figure)
         summary = self.report.summary()
         for predictor, scores in summary.items():
-            shown = ", ".join(f"{n}={v['mean']:.4f}" for n, v in scores.items() if n in ("psnr", "ms_ssim", "ms_ssim_fov"))
+            shown = ", ".join(
+                f"{n}={v['mean']:.4f}" for n, v in scores.items() if n in ("psnr", "ms_ssim", "ms_ssim_fov")
+            )
             logger.info("%s: %s", predictor, shown)
         logger.info("evaluation report written to %s", self.report.output_dir)
         return self.paths

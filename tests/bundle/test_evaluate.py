@@ -151,7 +151,8 @@ def _lpips_files(folder: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     backbone = {f"features.{k}": v for k, v in build_feature_network("alexnet").state_dict().items()}
     torch.save(backbone, folder / "alexnet.pth")
-    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(PERCEPTUAL_NETWORKS["alexnet"]["channels"])}
+    channels = PERCEPTUAL_NETWORKS["alexnet"]["channels"]
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(channels)}
     torch.save(lins, folder / "alex.pth")
     return folder / "alexnet.pth", folder / "alex.pth"
 

@@ -114,7 +114,8 @@ def test_tiff_and_nifti_outputs_read_back_in_the_input_orientation(bundle, tmp_p
     assert tuple(loaded.shape) == (1, 70, 90)
     model = tiny_model()
     pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
-    pred = LPUWFSampler("ddim", num_inference_steps=STEPS, seed=0)(pre({"slo": str(single / "1.png")})["slo"][None], model)
+    slo = pre({"slo": str(single / "1.png")})["slo"][None]
+    pred = LPUWFSampler("ddim", num_inference_steps=STEPS, seed=0)(slo, model)
     expected = pred["pred"][0, :, 13:83, 3:93]  # 70 x 90 padded to 96 x 96: 13 rows and 3 columns before
     tolerance = 1.5 / 65535 * 2 if dtype == "uint16" else 1e-5
     assert torch.allclose(loaded.as_tensor(), expected, atol=tolerance)
@@ -165,21 +166,24 @@ def test_grey_slo_accepted_when_asked(bundle, tmp_path, checkpoint):
 def test_empty_folder_is_a_clear_error(bundle, tmp_path, checkpoint):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    err = bundle_error(FileNotFoundError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(tmp_path / "empty"))
+    empty = str(tmp_path / "empty")
+    err = bundle_error(FileNotFoundError, run_inference, bundle, tmp_path, checkpoint, input_dir=empty)
     assert f"{tmp_path / 'empty'}: no image files" in str(err)
 
 
 def test_checkpoint_of_another_preset_is_refused(bundle, tmp_path, checkpoint, frames):
     # the tiny checkpoint against the plain "small" preset (the "paper" preset gives the same error, slower to build)
-    err = bundle_error(ValueError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(frames / "a"), preset="small")
-    assert "was made for another model architecture: autoencoder.channels: checkpoint [8, 8, 16] vs configured" in str(err)
+    err = bundle_error(ValueError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(frames / "a"),
+                       preset="small")  # fmt: skip
+    assert "made for another model architecture: autoencoder.channels: checkpoint [8, 8, 16] vs configured" in str(err)
     bare = tmp_path / "bare.pt"
     torch.save(tiny_model().state_dict(), bare)  # weights only: no architecture record
     err = bundle_error(ValueError, run_inference, bundle, tmp_path, bare, input_dir=str(frames / "a"))
     assert "holds no model config" in str(err) and "pass --preset NAME" in str(err)
     # the right preset + overrides accept a bare state dict
     out = run_inference(bundle, tmp_path, bare, input_dir=str(frames / "a"), preset="small",
-                        network_overrides={**h.TINY, "scale_factor": 0.5}, output_dir=str(tmp_path / "bare_out"))  # fmt: skip
+                        network_overrides={**h.TINY, "scale_factor": 0.5},
+                        output_dir=str(tmp_path / "bare_out"))  # fmt: skip
     assert_same_image(out / "1_late.png", expected_late([str(frames / "a" / "1.png")], tiny_model())[0]["pred"])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
@@ -36,7 +35,10 @@ def _marked_image() -> MetaTensor:
     return MetaTensor(img, affine=torch.eye(3, dtype=torch.float64), meta={"filename_or_obj": "/data/eye/1.bmp"})
 
 
-@pytest.mark.parametrize("ext, dtype", [(".png", "uint8"), (".png", "uint16"), (".tif", "uint8"), (".nii.gz", "float32")])
+FORMATS = [(".png", "uint8"), (".png", "uint16"), (".tif", "uint8"), (".nii.gz", "float32")]
+
+
+@pytest.mark.parametrize("ext, dtype", FORMATS)
 def test_save_generated_keeps_orientation_and_size(tmp_path, ext, dtype):
     img = _marked_image()
     data = save_generated("pred", tmp_path, "late", ext, dtype, data_root_dir="/data")({"pred": img})
