@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Main job of the LPUWF-LDM bundle: train the small preset through the four stages on synthetic phantoms, then
+# generate late-phase FA for the held-out phantoms. About 10 minutes on a 2-core CPU; progress bars and losses
+# are printed as it goes, TensorBoard logs go to <bundle_root>/eval/<stage>.
+#
+#   bash bundle/scripts/quickstart.sh                  # writes into bundle/ (models/, eval/, work/)
+#   BUNDLE_ROOT=/tmp/lpuwf bash bundle/scripts/quickstart.sh
+#   bash bundle/scripts/quickstart.sh --image_size "[64,64]"   # extra overrides go to every training stage
+#
+# Each step is one plain `python -m monai.bundle run` command (the same commands as in bundle/docs/README.md),
+# printed before it runs. The generated images end up in <bundle_root>/work/output/*_late.png.
+set -euo pipefail
+
+BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUNDLE_ROOT="${BUNDLE_ROOT:-$BUNDLE_DIR}"
+mkdir -p "$BUNDLE_ROOT"
+BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
+PYTHON="${PYTHON:-python}"
+# demo data: 16 phantoms (12 train, 4 held out) generated at the training size, so that inference (which runs at
+# the native image size) sees the scale the model was trained on
+SIZE="${QUICKSTART_SIZE:-128}"
+DATA=(--num_phantoms 16 --phantom_size "[$SIZE,$SIZE]")
+COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
+TRAIN=("${COMMON[@]}" "${DATA[@]}" --preset small --image_size "[$SIZE,$SIZE]" --log_interval 25 --val_interval 10)
+# per stage: epochs of 6 iterations (12 phantoms, batches of 2) and a learning rate for a short schedule
+STAGE1=(--max_epochs "${QUICKSTART_EPOCHS_1:-40}" --lr 5e-4)
+STAGE2=(--max_epochs "${QUICKSTART_EPOCHS_2:-20}" --lr 5e-4)
+STAGE3=(--max_epochs "${QUICKSTART_EPOCHS_3:-80}" --lr 2e-4)
+STAGE4=(--max_epochs "${QUICKSTART_EPOCHS_4:-40}" --lr 1e-4)
+INFER=("${COMMON[@]}" "${DATA[@]}" --num_inference_steps "${QUICKSTART_STEPS:-50}")
+
+cd "$BUNDLE_DIR"
+step() {
+    local title="$1"
+    shift
+    echo
+    echo "=== $title"
+    echo "+ $PYTHON -m monai.bundle run $*"
+    local start=$SECONDS
+    "$PYTHON" -m monai.bundle run "$@"
+    echo "=== $title: done in $((SECONDS - start)) s"
+}
+
+start_all=$SECONDS
+step "[1/5] FA autoencoder (L1 + KL + adversarial)" training \
+    --config_file "['configs/common.json','configs/train_autoencoder.json']" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
+step "[2/5] gated SLO encoder (FA autoencoder frozen)" training \
+    --config_file "['configs/common.json','configs/train_autoencoder.json','configs/train_condition_encoder.json']" \
+    "${TRAIN[@]}" "${STAGE2[@]}" "$@"
+step "[3/5] early-phase latent diffusion (U-Net + ControlNet)" training \
+    --config_file "['configs/common.json','configs/train_diffusion.json']" "${TRAIN[@]}" "${STAGE3[@]}" "$@"
+step "[4/5] late-phase fine-tuning with the CTRD loss" training \
+    --config_file "['configs/common.json','configs/train_diffusion.json','configs/train_late.json']" \
+    "${TRAIN[@]}" "${STAGE4[@]}" "$@"
+step "[5/5] generate late-phase FA for the held-out phantoms" --config_file configs/inference.json "${INFER[@]}"
+
+echo
+echo "Trained model: $BUNDLE_ROOT/models/model.pt"
+echo "Generated late-phase images ($BUNDLE_ROOT/work/output):"
+ls -1 "$BUNDLE_ROOT/work/output"
+echo "Total: $((SECONDS - start_all)) s"
