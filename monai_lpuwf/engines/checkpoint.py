@@ -26,7 +26,8 @@ class _AtomicDiskSaver(DiskSaver):  # type: ignore[misc,valid-type]
 
     With a fixed ``filename`` the previous file is *replaced* rather than deleted first (Ignite's ``Checkpoint``
     removes the old file before writing the new one), so a kill at any moment leaves a complete checkpoint.
-    The file gets the usual ``0o666 & ~umask`` permissions (the temporary file is created ``0o600``).
+    The file gets the usual ``0o666 & ~umask`` permissions (the temporary file is created ``0o600``). Under
+    ``torch.distributed`` only rank 0 writes (Ignite's ``save_on_rank``).
     """
 
     def __init__(self, dirname: str, filename: str | None = None) -> None:
@@ -34,11 +35,13 @@ class _AtomicDiskSaver(DiskSaver):  # type: ignore[misc,valid-type]
         self.filename = filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        filename = self.filename or filename
-        super().__call__(checkpoint, filename, metadata)
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:  # runs on the saving rank only
+        super()._save_func(checkpoint, path, func)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(os.path.join(self.dirname, filename), 0o666 & ~umask)
+        os.chmod(path, 0o666 & ~umask)
 
     def remove(self, filename: str) -> None:
         if self.filename is None:
