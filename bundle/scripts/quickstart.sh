@@ -6,6 +6,7 @@
 #   bash bundle/scripts/quickstart.sh                  # writes into bundle/ (models/, eval/, work/)
 #   BUNDLE_ROOT=/tmp/lpuwf bash bundle/scripts/quickstart.sh
 #   bash bundle/scripts/quickstart.sh --image_size "[64,64]"   # extra overrides go to every training stage
+#   QUICKSTART_DRY_RUN=1 bash bundle/scripts/quickstart.sh     # print the commands only
 #
 # Each step is one plain `python -m monai.bundle run` command (the same commands as in bundle/docs/README.md),
 # printed before it runs. The generated images end up in <bundle_root>/work/output/*_late.png.
@@ -36,6 +37,7 @@ step() {
     echo
     echo "=== $title"
     echo "+ $PYTHON -m monai.bundle run $*"
+    if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then return 0; fi
     local start=$SECONDS
     "$PYTHON" -m monai.bundle run "$@"
     echo "=== $title: done in $((SECONDS - start)) s"
@@ -54,6 +56,7 @@ step "[4/5] late-phase fine-tuning with the CTRD loss" training \
     "${TRAIN[@]}" "${STAGE4[@]}" "$@"
 step "[5/5] generate late-phase FA for the held-out phantoms" --config_file configs/inference.json "${INFER[@]}"
 
+if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
 echo
 echo "Trained model: $BUNDLE_ROOT/models/model.pt"
 echo "Generated late-phase images ($BUNDLE_ROOT/work/output):"

@@ -148,6 +148,7 @@ def load_checkpoint(path: Path) -> dict:
 def bundle() -> SimpleNamespace:
     """The helpers and tiny settings of this module (``bundle.run_stage(root, "diffusion", max_epochs=1)``...)."""
     return SimpleNamespace(
+        BUNDLE_DIR=BUNDLE_DIR,
         TINY_NETWORK=TINY_NETWORK,
         TINY_RUN=TINY_RUN,
         ITERATIONS_PER_EPOCH=ITERATIONS_PER_EPOCH,
