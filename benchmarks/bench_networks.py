@@ -40,6 +40,7 @@ the paper): full size takes minutes per step on a 2-core CPU. Run::
     python benchmarks/bench_networks.py                                # both presets, batch 1
     python benchmarks/bench_networks.py --presets small --small-size 128 --repeats 5
     python benchmarks/bench_networks.py --presets paper --paper-size 256 --repeats 2 --warmup 1
+    python benchmarks/bench_networks.py --threads 1     # steadier figures on a machine shared with other jobs
 """
 
 from __future__ import annotations
@@ -284,6 +285,8 @@ def memory_worker(impl: str, preset: str, task: str, size: int, batch: int, devi
 def _run(args, *worker_args: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--batch", str(args.batch), "--repeats", str(args.repeats),
            "--warmup", str(args.warmup), "--device", args.device, *worker_args]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     # glibc keeps freed heap memory resident, which would hide a step's peak behind the warm-up's: allocations of
     # 64 KiB and more go to mmap and are given back to the system when freed (tensor storage is that size)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
@@ -308,10 +311,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--time-worker", nargs=3, metavar=("PRESET", "TASK", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", nargs=4, metavar=("IMPL", "PRESET", "TASK", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.time_worker is not None:
         preset, task, size = args.time_worker
         print(json.dumps(time_worker(preset, task, int(size), args.batch, args.repeats, args.warmup, args.device)))

@@ -14,10 +14,10 @@ model config and the example sizes as extra files; :func:`load_torchscript` read
 
 Why not ``python -m monai.bundle ckpt_export`` (checked with MONAI 1.6.1, torch 2.13):
 
-- without ``--use_trace`` it calls ``torch.jit.script``, which fails on MONAI core's own networks used here:
-  ``DiffusionModelUNet`` and ``ControlNet`` ("cannot statically infer the expected size of a list"),
-  ``AutoencoderKL``'s ``SpatialAttentionBlock`` ("Can't redefine method: forward"); so does our
-  :class:`~monai_lpuwf.networks.GatedConditionEncoder` (it returns a list of feature maps);
+- without ``--use_trace`` it calls ``torch.jit.script``, which fails on MONAI core's own networks used here,
+  even plain ones without attention: ``DiffusionModelUNet``, ``ControlNet`` and ``AutoencoderKL`` all raise
+  "cannot statically infer the expected size of a list" (so does our
+  :class:`~monai_lpuwf.networks.GatedConditionEncoder`, which returns a list of feature maps);
 - with ``--use_trace True --input_shape [...]`` it traces the network with *one* random tensor, and both
   networks take several inputs (``x_t, timesteps, slo`` and ``z, slo``), which it cannot pass
   (its ``converter_kwargs`` ``inputs`` are overwritten by the single ``input_shape`` tensor).
