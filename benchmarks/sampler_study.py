@@ -133,9 +133,8 @@ def run_study(
     _generate(model, slo[:1], SamplerConfig("ddim", 1, False), seed)  # warm-up (thread pools, kernel choice)
     ref, ref_time = _generate(model, slo, reference, seed)
     rows = []
-    for config, (pred, seconds) in [(reference, (ref, ref_time))] + [
-        (c, _generate(model, slo, c, seed)) for c in configs
-    ]:
+    for config in [reference, *configs]:
+        pred, seconds = (ref, ref_time) if config is reference else _generate(model, slo, config, seed)
         row: dict[str, Any] = {
             "sampler": config.name,
             "scheduler": config.scheduler,
