@@ -17,17 +17,19 @@ BUNDLE_ROOT="${BUNDLE_ROOT:-$BUNDLE_DIR}"
 mkdir -p "$BUNDLE_ROOT"
 BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
 PYTHON="${PYTHON:-python}"
-# demo data: 16 phantoms (12 train, 4 held out) generated at the training size, so that inference (which runs at
+# demo data: 64 phantoms (48 train, 16 held out) generated at the training size, so that inference (which runs at
 # the native image size) sees the scale the model was trained on
-SIZE="${QUICKSTART_SIZE:-128}"
-DATA=(--num_phantoms 16 --phantom_size "[$SIZE,$SIZE]")
+SIZE="${QUICKSTART_SIZE:-64}"
+DATA=(--num_phantoms 64 --phantom_size "[$SIZE,$SIZE]")
 COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
-TRAIN=("${COMMON[@]}" "${DATA[@]}" --preset small --image_size "[$SIZE,$SIZE]" --log_interval 25 --val_interval 10)
-# per stage: epochs of 6 iterations (12 phantoms, batches of 2) and a learning rate for a short schedule
-STAGE1=(--max_epochs "${QUICKSTART_EPOCHS_1:-40}" --lr 5e-4)
-STAGE2=(--max_epochs "${QUICKSTART_EPOCHS_2:-20}" --lr 5e-4)
-STAGE3=(--max_epochs "${QUICKSTART_EPOCHS_3:-80}" --lr 2e-4)
-STAGE4=(--max_epochs "${QUICKSTART_EPOCHS_4:-40}" --lr 1e-4)
+TRAIN=("${COMMON[@]}" "${DATA[@]}" --preset small --image_size "[$SIZE,$SIZE]" --log_interval 50)
+# a short schedule per stage: autoencoder 144 iterations (batches of 2), SLO encoder 72, early-phase diffusion
+# 900 (batches of 4, higher learning rate with a warm-up), late-phase fine-tuning 300
+STAGE1=(--max_epochs "${QUICKSTART_EPOCHS_1:-6}" --val_interval 6 --lr 5e-4)
+STAGE2=(--max_epochs "${QUICKSTART_EPOCHS_2:-3}" --val_interval 3 --lr 5e-4 --adversarial_warmup_epochs 1)
+STAGE3=(--max_epochs "${QUICKSTART_EPOCHS_3:-75}" --val_interval 25 --lr 1e-3 --lr_warmup_iterations 50
+    --train_batch_size 4)
+STAGE4=(--max_epochs "${QUICKSTART_EPOCHS_4:-25}" --val_interval 25 --lr 5e-4 --train_batch_size 4)
 INFER=("${COMMON[@]}" "${DATA[@]}" --num_inference_steps "${QUICKSTART_STEPS:-50}")
 
 cd "$BUNDLE_DIR"
