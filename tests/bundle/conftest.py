@@ -113,7 +113,6 @@ def cli_env() -> dict[str, str]:
     """Environment for a subprocess run: this process's torch thread count (same float reduction order)."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
-    env.pop("PYTHONPATH", None)
     return env
 
 
