@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from monai.config import PathLike
 from monai.data import load_decathlon_datalist
 from monai.utils import look_up_option
 
+from monai_lpuwf.atomic_write import atomic_path
 from monai_lpuwf.keys import UWFKeys
 
 __all__ = [
@@ -281,13 +281,6 @@ def write_datalist(
 
     content = {"training": convert(training), "validation": convert(validation)}
     content.update({k: convert(v) for k, v in sections.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(content, f, indent=2)
     return path

@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from monai_lpuwf.atomic_write import atomic_path  # noqa: E402
 from monai_lpuwf.metrics.image_scores import to_unit_range  # noqa: E402
 
 __all__ = [
@@ -57,18 +57,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, protected: Iterable
         FileExistsError: ``path`` is one of the ``protected`` input paths.
     """
     path = _check_target(Path(path), protected)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

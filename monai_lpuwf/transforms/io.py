@@ -29,8 +29,6 @@ tolerance, e.g. the authors' 24-bit BMPs or a JPEG) collapses to one channel; a 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +41,7 @@ from monai.data import ImageReader, ITKReader, MetaTensor, NibabelReader, PILRea
 from monai.transforms import MapTransform, Resize, Transform
 from monai.utils import ensure_tuple, ensure_tuple_rep, look_up_option
 
+from monai_lpuwf.atomic_write import atomic_path
 from monai_lpuwf.keys import UWFKeys
 
 __all__ = [
@@ -433,9 +432,7 @@ def save_uwf_image(img: torch.Tensor | np.ndarray, path: PathLike, bit_depth: in
         arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
     stored = _to_stored(arr.astype(np.float32), bit_depth)
     suffix = _suffix(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if suffix in _PIL_SUFFIXES:
             from PIL import Image
 
@@ -455,8 +452,4 @@ def save_uwf_image(img: torch.Tensor | np.ndarray, path: PathLike, bit_depth: in
             _write_dicom(tmp, stored, bit_depth)
         else:
             raise ValueError(f"{path}: unsupported suffix {suffix!r}; use .png, .bmp, .tif, .nii.gz or .dcm.")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
