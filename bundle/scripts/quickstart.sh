@@ -5,7 +5,7 @@
 #
 #   bash bundle/scripts/quickstart.sh                  # writes into bundle/ (models/, eval/, work/)
 #   BUNDLE_ROOT=/tmp/lpuwf bash bundle/scripts/quickstart.sh
-#   bash bundle/scripts/quickstart.sh --image_size "[64,64]"   # extra overrides go to every training stage
+#   bash bundle/scripts/quickstart.sh --seed 1                 # extra overrides go to every training stage
 #   QUICKSTART_DRY_RUN=1 bash bundle/scripts/quickstart.sh     # print the commands only
 #
 # Each step is one plain `python -m monai.bundle run` command (the same commands as in bundle/docs/README.md),
