@@ -72,6 +72,7 @@ def test_transforms_in_a_monai_pipeline(tmp_path):
     assert "native (3, 150, 180) -> padded (3, 160, 192) -> inverted (1, 150, 180)" in result.stdout
 
 
+@pytest.mark.slow
 def test_bring_your_own_data(tmp_path):
     """Real samples where ../shared/uwf-samples exists (one triplet in quick mode), phantoms in BMP otherwise."""
     result = run_tutorial("03_bring_your_own_data.py", tmp_path)
@@ -85,6 +86,7 @@ def test_bring_your_own_data(tmp_path):
     assert (tmp_path / "datalist.json").is_file() and (tmp_path / "my_triplets.csv").is_file()
 
 
+@pytest.mark.slow
 def test_bring_your_own_data_from_phantoms(tmp_path):
     """The phantom path of tutorial 03 (what a fresh clone without ../shared runs), forced with LPUWF_DATA_DIR."""
     from monai_lpuwf.data import generate_phantoms
