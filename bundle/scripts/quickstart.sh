@@ -17,6 +17,9 @@ BUNDLE_ROOT="${BUNDLE_ROOT:-$BUNDLE_DIR}"
 mkdir -p "$BUNDLE_ROOT"
 BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
 PYTHON="${PYTHON:-python}"
+# one PyTorch thread unless told otherwise: on 2 cores, a second spinning OpenMP thread makes each step up to ~40x
+# slower as soon as anything else runs on the machine (measured), and the small model gains little from it
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # demo data: 64 phantoms (48 train, 16 held out) generated at the training size, so that inference (which runs at
 # the native image size) sees the scale the model was trained on
 SIZE="${QUICKSTART_SIZE:-64}"
