@@ -15,16 +15,27 @@ pixels in the same orientation for PNG, BMP, TIFF (8/16 bit), NIfTI and DICOM (t
 Intensities
 -----------
 Intensities are scaled to ``[-1, 1]`` from the file's real value range: ``BitsStored`` for DICOM, otherwise the
-stored integer type (uint8 -> 255, uint16 -> 65535, 16-bit PNG read through PIL -> 65535, ...). Floating point
-files must already hold ``[0, 1]`` values, or a ``value_range`` must be given. The range used is recorded in the
-metadata (``"value_range"``, ``"bit_depth"``).
+stored integer type (uint8 -> 255, uint16 -> 65535, 16-bit PNG read through PIL -> 65535, ...).
+
+Floating point files (float16/32/64 TIFF, NIfTI, ...) follow one convention: values already in ``[0, 1]`` are
+taken as they are (0 -> -1, 1 -> 1); any other range has no implied scale and is an error naming the file and its
+range, unless ``value_range`` says how to scale it: ``value_range=(low, high)`` (e.g. ``(0, 255)`` for unscaled
+8-bit values stored as float) or ``value_range="minmax"`` (each file's own minimum and maximum; intensities are
+then no longer comparable between files). On the bundle command line: ``--load_kwargs "{'value_range':(0,255)}"``.
+Stored values outside an explicit ``value_range`` are clipped, with a warning naming the file and the share of
+pixels clipped. Non-finite values (NaN, +-Inf) are an error naming the file and the number of such pixels, unless
+``nonfinite="black"`` (they become the low end of the range, e.g. a field-of-view mask stored as NaN); the range
+of a float file is then taken from its finite values. Complex, structured and other non-numeric arrays are refused.
+The range used is recorded in the metadata (``"value_range"``, and ``"bit_depth"``: the stored integer bits, or
+the float's size in bits, e.g. 32, so that items of any format can be collated into one batch).
 
 Channels
 --------
 ``modality="slo"`` gives 3 channels (an alpha channel is dropped; a grey SLO is an error unless
-``slo_grey="repeat"``). ``modality="fa"`` gives 1 channel: grey stored as RGB (all channels equal up to a small
+``slo_grey="repeat"``, on the bundle command line ``--load_kwargs "{'slo_grey':'repeat'}"``). ``modality="fa"`` gives 1 channel: grey stored as RGB (all channels equal up to a small
 tolerance, e.g. the authors' 24-bit BMPs or a JPEG) collapses to one channel; a truly coloured FA is an error unless
-``fa_colour`` says how to make it grey.
+``fa_colour`` says how to make it grey. A picture of one row (1 x W, even 1 x 1, with or without colour) is read
+as one row: ``(H, W, C)`` arrays are never taken for a stack of slices.
 """
 
 from __future__ import annotations
@@ -64,6 +75,12 @@ _DICOM_SUFFIXES = (".dcm", ".dicom")
 
 class UWFImageError(ValueError):
     """An image file that cannot be used as it is; the message names the file and the fix."""
+
+
+def _cli(**load_kwargs: Any) -> str:
+    """The bundle command-line form of loader arguments: ``--load_kwargs "{'slo_grey':'repeat'}"``."""
+    body = ",".join(f"{k!r}:{v!r}".replace(" ", "") for k, v in load_kwargs.items())
+    return f'--load_kwargs "{{{body}}}"'
 
 
 def _suffix(path: PathLike) -> str:
@@ -117,8 +134,8 @@ def _default_reader(path: PathLike) -> ImageReader:
     return ITKReader(reverse_indexing=True)  # DICOM without suffix, MetaImage, NRRD, ...
 
 
-def _value_range(arr: np.ndarray, meta: dict, path: PathLike) -> tuple[float, float, int | None]:
-    """(low, high, bit_depth) of the file's intensity scale from its header or stored type."""
+def _value_range(arr: np.ndarray, meta: dict, path: PathLike) -> tuple[float, float, int]:
+    """(low, high, bit_depth) of the file's intensity scale from its header or stored type (floats: NaN ignored)."""
     bits_stored = meta.get("bits_stored", meta.get("0028|0101"))  # DICOM BitsStored (pydicom, ITK)
     if bits_stored is not None and np.issubdtype(arr.dtype, np.integer):
         bits = int(str(bits_stored).strip())
@@ -133,15 +150,17 @@ def _value_range(arr: np.ndarray, meta: dict, path: PathLike) -> tuple[float, fl
         if info.min < 0 and arr.min() < 0:
             raise UWFImageError(
                 f"{path}: signed {arr.dtype} image with negative values; an ophthalmic photograph has none. "
-                "Pass value_range=(low, high) to LoadUWFImage to say how to scale it."
+                "Pass value_range=(low, high) or value_range='minmax' to LoadUWFImage to say how to scale it "
+                f"(command line: {_cli(value_range='minmax')})."
             )
         return 0.0, float(info.max), info.bits - (1 if info.min < 0 else 0)
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
     if lo >= 0.0 and hi <= 1.0:
-        return 0.0, 1.0, None
+        return 0.0, 1.0, arr.dtype.itemsize * 8
     raise UWFImageError(
-        f"{path}: floating point intensities in [{lo:g}, {hi:g}] have no implied scale (expected [0, 1]). "
-        "Pass value_range=(low, high) to LoadUWFImage, e.g. value_range=(0, 255)."
+        f"{path}: floating point intensities in [{lo:g}, {hi:g}] have no implied scale (a float image must hold "
+        "[0, 1] values). Say how to scale it: value_range=(low, high), e.g. (0, 255) for unscaled 8-bit values, or "
+        f"value_range='minmax' for the file's own range (command line: {_cli(value_range=(0, 255))})."
     )
 
 
@@ -180,8 +199,9 @@ def read_uwf_array(path: PathLike, reader: ImageReader | None = None) -> tuple[n
         meta["bits_stored"] = int(img.BitsStored)
     if isinstance(reader, NibabelReader):  # NIfTI array axes are (x, y) = (columns, rows)
         arr = np.swapaxes(arr, 0, 1) if arr.ndim >= 2 else arr
-    # drop singleton slice axes (ITK reads a 2D DICOM as (1, H, W[, C]), NIfTI may hold (X, Y, 1[, C]))
-    while arr.ndim > 2 and arr.shape[0] == 1:
+    # drop singleton slice axes (ITK reads a 2D DICOM as (1, H, W[, C]), NIfTI may hold (X, Y, 1[, C])); a
+    # 3D array whose last axis is a channel count (<= 4) is a picture (H, W, C), even of one row (1 x 1 x 3)
+    while arr.ndim > 2 and arr.shape[0] == 1 and (arr.ndim == 4 or arr.shape[-1] > 4):
         arr = arr[0]
     if arr.ndim == 4 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -189,6 +209,11 @@ def read_uwf_array(path: PathLike, reader: ImageReader | None = None) -> tuple[n
         raise UWFImageError(
             f"{path}: array of shape {arr.shape} is not a 2D picture (H, W) or (H, W, channels<=4); "
             "export a single 2D frame."
+        )
+    if arr.dtype.kind not in "biuf":
+        raise UWFImageError(
+            f"{path}: pixel type {arr.dtype} is not an intensity image (expected integers or floats); export the "
+            "frame as 8/16-bit integers (PNG, TIFF) or float32 in [0, 1]."
         )
     meta = dict(meta)
     meta["filename_or_obj"] = str(path)
@@ -212,7 +237,8 @@ def _select_channels(
             return np.repeat(img, 3, axis=0), stored
         raise UWFImageError(
             f"{path}: SLO image has {n} channel(s), expected 3 (Optos pseudo-colour RGB). Load the colour export, "
-            "or pass slo_grey='repeat' to use a grey SLO as 3 equal channels."
+            "or pass slo_grey='repeat' to use a grey SLO as 3 equal channels (command line: "
+            f"{_cli(slo_grey='repeat')})."
         )
     if n == 1:
         return img, stored
@@ -223,7 +249,8 @@ def _select_channels(
         raise UWFImageError(
             f"{path}: FA image has {n} channels that differ (mean deviation {spread:.3%} of the range, tolerance "
             f"{grey_tolerance:.3%}); is this an SLO or a colour-annotated export? Pass fa_colour='mean', "
-            "'luminance' or 'green' to convert it to grey, or load it with modality='slo'."
+            f"'luminance' or 'green' to convert it to grey (command line: {_cli(fa_colour='green')}), or load it "
+            "with modality='slo'."
         )
     if fa_colour == "mean":
         return img.mean(0, keepdims=True), stored
@@ -241,36 +268,66 @@ class LoadUWFImage(Transform):
         modality: ``"slo"`` (3 channels) or ``"fa"`` (1 channel).
         reader: a MONAI :class:`~monai.data.ImageReader` to use instead of the suffix-based default. It must
             return rows-first arrays (e.g. ``PILReader(reverse_indexing=False)``).
-        value_range: ``(low, high)`` stored values mapped to ``-1`` and ``1`` (clipped), overriding the file's
-            bit depth. Needed for floating point files not in ``[0, 1]``.
+        value_range: ``(low, high)`` stored values mapped to ``-1`` and ``1`` (values outside are clipped, with a
+            warning), overriding the file's bit depth; or ``"minmax"``: each file's own (finite) minimum and
+            maximum. Needed for floating point files not in ``[0, 1]``.
         fa_colour: how a multi-channel FA becomes grey: ``"auto"`` (collapse if the channels are equal within
             ``grey_tolerance``, else raise), ``"mean"``, ``"luminance"``, ``"red"``, ``"green"``, ``"blue"``.
         slo_grey: ``"raise"`` (default) or ``"repeat"`` for a 1-channel SLO.
+        nonfinite: what to do with NaN / +-Inf pixels of a floating point file: ``"raise"`` (default) or
+            ``"black"`` (set to the low end of the range; the range is taken from the finite pixels).
         grey_tolerance: mean absolute channel deviation, as a fraction of the value range, still counted as grey.
         dtype: output dtype.
 
     Raises:
         FileNotFoundError: missing file.
-        UWFImageError: corrupt file, wrong channel count, constant (empty) image, unknown intensity scale.
+        UWFImageError: corrupt file, wrong channel count, constant (empty) image, unknown intensity scale,
+            non-finite values, non-numeric pixel type.
     """
 
     def __init__(
         self,
         modality: str = "fa",
         reader: ImageReader | None = None,
-        value_range: tuple[float, float] | None = None,
+        value_range: tuple[float, float] | str | None = None,
         fa_colour: str = "auto",
         slo_grey: str = "raise",
+        nonfinite: str = "raise",
         grey_tolerance: float = 0.01,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.modality = look_up_option(modality, MODALITIES)
         self.reader = reader
-        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        if value_range is None or isinstance(value_range, str):
+            self.value_range = None if value_range is None else look_up_option(value_range, ("minmax",))
+        else:
+            low, high = (float(v) for v in value_range)
+            if not np.isfinite([low, high]).all() or high <= low:
+                raise ValueError(f"value_range must be two finite numbers (low, high) with low < high, got {value_range}.")
+            self.value_range = (low, high)
         self.fa_colour = look_up_option(fa_colour, _FA_COLOUR)
         self.slo_grey = look_up_option(slo_grey, ("raise", "repeat"))
+        self.nonfinite = look_up_option(nonfinite, ("raise", "black"))
         self.grey_tolerance = grey_tolerance
         self.dtype = dtype
+
+    def _finite(self, arr: np.ndarray, filename: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+        """``arr`` with non-finite values as NaN, and their mask (``None`` when every value is finite)."""
+        if arr.dtype.kind != "f":
+            return arr, None
+        bad = ~np.isfinite(arr)
+        if not bad.any():
+            return arr, None
+        n, total = int(bad.any(-1).sum() if arr.ndim == 3 else bad.sum()), arr.shape[0] * arr.shape[1]
+        if self.nonfinite == "raise" or bad.all():
+            kinds = "/".join(k for k, m in (("NaN", np.isnan(arr)), ("Inf", np.isinf(arr))) if m.any())
+            raise UWFImageError(
+                f"{filename}: {n} of {total} pixels are not finite ({kinds})"
+                + (" - no pixel has a value" if bad.all() else "")
+                + "; a generated image would be all NaN. Re-export the frame without NaN/Inf, or pass "
+                f"nonfinite='black' to set them to black (command line: {_cli(nonfinite='black')})."
+            )
+        return np.where(bad, np.nan, arr), bad
 
     def __call__(self, filename: PathLike) -> MetaTensor:
         """
@@ -281,12 +338,22 @@ class LoadUWFImage(Transform):
             MetaTensor ``(3, H, W)`` for SLO or ``(1, H, W)`` for FA, values in ``[-1, 1]``.
         """
         arr, meta = read_uwf_array(filename, self.reader)
-        if self.value_range is None:
+        arr, bad = self._finite(arr, filename)
+        if arr.size and self.value_range is None:
             low, high, bits = _value_range(arr, meta, filename)
-        else:
-            (low, high), bits = self.value_range, None
-        if arr.size == 0 or float(np.nanmax(arr)) == float(np.nanmin(arr)):
-            value = float(np.nanmax(arr)) if arr.size else "none"
+        elif arr.size:
+            if self.value_range == "minmax":
+                low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+            else:
+                low, high = self.value_range
+            try:  # the stored bits, recorded only
+                bits = _value_range(arr, meta, filename)[2] if arr.dtype.kind != "f" else arr.dtype.itemsize * 8
+            except UWFImageError:  # signed values: the type's size
+                bits = arr.dtype.itemsize * 8
+        if bad is not None:
+            arr[bad] = low  # nonfinite="black"
+        if arr.size == 0 or float(np.max(arr)) == float(np.min(arr)):
+            value = float(np.max(arr)) if arr.size else "none"
             raise UWFImageError(
                 f"{filename}: the image is empty or constant (every pixel = {value}); it is a blank or failed "
                 "export. Re-export it from the device or remove this triplet from the datalist."
@@ -297,6 +364,14 @@ class LoadUWFImage(Transform):
         img -= low  # in place: (img - low) / (high - low) * 2 - 1, clipped to [-1, 1]
         img *= 2.0 / (high - low)
         img -= 1.0
+        if isinstance(self.value_range, tuple):
+            outside = float(np.count_nonzero((img < -1.0 - 1e-6) | (img > 1.0 + 1e-6))) / img.size
+            if outside:
+                warnings.warn(
+                    f"{filename}: {outside:.2%} of the values lie outside value_range={self.value_range} and were "
+                    "clipped; widen value_range, or use value_range='minmax' for the file's own range.",
+                    stacklevel=2,
+                )
         np.clip(img, -1.0, 1.0, out=img)
         meta.update(
             {
@@ -304,7 +379,7 @@ class LoadUWFImage(Transform):
                 "original_channel_dim": 0,
                 "original_channels": stored,
                 "value_range": (low, high),
-                "bit_depth": bits,
+                "bit_depth": int(bits),
                 "modality": self.modality,
                 "axes": "CHW",
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import nibabel as nib
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, list_data_collate
 from monai.transforms import LoadImage
 from PIL import Image
 
@@ -96,15 +97,102 @@ def test_intensity_scaled_from_the_real_bit_depth(tmp_path, kind, bits):
     np.testing.assert_allclose(float(out[0, 0, 0]), -1.0)
 
 
-def test_float_files_need_unit_range_or_value_range(tmp_path):
-    arr = np.zeros((H, W), np.float32)
-    arr[2:5, 2:5] = 300.0
-    path = tmp_path / "f.nii"
-    nib.save(nib.Nifti1Image(arr.T.copy(), np.eye(4)), path)
+def _write_float(path, arr: np.ndarray):
+    """(H, W[, C]) float array as a float TIFF or a NIfTI ((x, y[, c]) axes)."""
+    if path.suffix == ".tif":
+        tifffile.imwrite(path, arr)
+    else:
+        nib.save(nib.Nifti1Image(np.swapaxes(arr, 0, 1).copy(), np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_float_images_in_unit_range_are_taken_as_is_and_collate(tmp_path, suffix):
+    """[0, 1] float32 files load as they are; their metadata collates into a batch (bit_depth was None:
+    ``default_collate ... NoneType`` stopped the inference run)."""
+    unit = ((_ramp(3) + 1) / 2).transpose(1, 2, 0).astype(np.float32)
+    path = _write_float(tmp_path / f"f{suffix}", unit)
+    out = LoadUWFImage("slo")(path)
+    np.testing.assert_allclose(out.numpy(), _ramp(3), atol=1e-6)
+    assert out.meta["bit_depth"] == 32 and out.meta["value_range"] == (0.0, 1.0)
+    png = LoadUWFImage("slo")(save_uwf_image(_ramp(3), tmp_path / "p.png"))
+    batch = list_data_collate([{"slo": out}, {"slo": png}])  # a float file and a PNG of one size share a batch
+    assert tuple(batch["slo"].shape) == (2, 3, H, W)
+    assert batch["slo"].meta["bit_depth"].tolist() == [32, 8]
+
+
+def test_float_files_out_of_unit_range_need_a_value_range(tmp_path):
+    unscaled = np.round((_ramp(3) + 1) / 2 * 255).transpose(1, 2, 0).astype(np.float32)  # 0..255 stored as float
+    path = _write_float(tmp_path / "f255.tif", unscaled)
+    cli = "--load_kwargs \"{'value_range':(0,255)}\""
+    with pytest.raises(UWFImageError, match=r"f255\.tif: floating point intensities in \[0, 255\].*" + re.escape(cli)):
+        LoadUWFImage("slo")(path)
+    np.testing.assert_allclose(LoadUWFImage("slo", value_range=(0, 255))(path).numpy(), _ramp(3), atol=1 / 255 + 1e-6)
+    own = LoadUWFImage("slo", value_range="minmax")(path)  # the file's own min..max
+    assert own.meta["value_range"] == (0.0, 255.0) and float(own.min()) == -1.0 and float(own.max()) == 1.0
+    with pytest.warns(UserWarning, match=r"f255\.tif: \d+\.\d+% of the values lie outside value_range=\(0\.0, 100\.0\)"):
+        clipped = LoadUWFImage("slo", value_range=(0, 100))(path)
+    assert float(clipped.max()) == 1.0
+    nifti = np.zeros((H, W), np.float32)
+    nifti[2:5, 2:5] = 300.0
+    nib.save(nib.Nifti1Image(nifti.T.copy(), np.eye(4)), tmp_path / "f.nii")
     with pytest.raises(UWFImageError, match=r"f\.nii.*value_range"):
-        LoadUWFImage("fa")(path)
-    out = LoadUWFImage("fa", value_range=(0, 600))(path)
-    np.testing.assert_allclose(float(out[0, 3, 3]), 0.0, atol=1e-6)
+        LoadUWFImage("fa")(tmp_path / "f.nii")
+    np.testing.assert_allclose(float(LoadUWFImage("fa", value_range=(0, 600))(tmp_path / "f.nii")[0, 3, 3]), 0.0)
+    with pytest.raises(ValueError, match="low < high"):
+        LoadUWFImage("fa", value_range=(1, 1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_pixels_are_refused_naming_the_file_or_set_black_when_asked(tmp_path, bad):
+    unit = ((_ramp(3) + 1) / 2).transpose(1, 2, 0).astype(np.float32)
+    unit[2:5, 3:7, 1] = bad  # 12 pixels, one channel
+    path = _write_float(tmp_path / "hole.nii.gz", unit)
+    cli = re.escape("--load_kwargs \"{'nonfinite':'black'}\"")
+    with pytest.raises(UWFImageError, match=rf"hole\.nii\.gz: 12 of {H * W} pixels are not finite.*{cli}"):
+        LoadUWFImage("slo")(path)
+    out = LoadUWFImage("slo", nonfinite="black")(path)
+    assert torch.isfinite(out).all() and out.meta["value_range"] == (0.0, 1.0)
+    assert torch.all(out[1, 2:5, 3:7] == -1.0)
+    expected = _ramp(3)
+    expected[1, 2:5, 3:7] = -1.0
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+    _write_float(tmp_path / "void.tif", np.full((H, W), bad, np.float32))
+    with pytest.raises(UWFImageError, match=r"void\.tif: .*no pixel has a value"):
+        LoadUWFImage("fa", nonfinite="black")(tmp_path / "void.tif")
+
+
+def test_non_numeric_pixel_types_are_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "c.tif", (np.ones((H, W)) + 1j).astype(np.complex64))
+    with pytest.raises(UWFImageError, match=r"c\.tif: pixel type complex64 is not an intensity image"):
+        LoadUWFImage("fa")(tmp_path / "c.tif")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("width", [1, 100])
+def test_one_row_pictures_keep_their_row_and_channels(tmp_path, suffix, width):
+    """A 1 x W RGB picture is (3, 1, W) as SLO (it was read as a grey (1, W)-pixel picture: wrong reason) and
+    grey-as-RGB 1 x W is (1, 1, W) as FA (it was (1, 1, 3))."""
+
+    def write(name, arr):
+        path = tmp_path / f"{name}{suffix}"
+        Image.fromarray(arr).save(path) if suffix == ".png" else tifffile.imwrite(path, arr)
+        return path
+
+    rgb = np.stack([np.arange(width), np.arange(width) + 60, np.arange(width) + 120], -1)[None].astype(np.uint8)
+    slo = LoadUWFImage("slo")(write("rgb", rgb))
+    assert tuple(slo.shape) == (3, 1, width)
+    np.testing.assert_allclose(slo.numpy(), rgb.transpose(2, 0, 1) / 255 * 2 - 1, atol=1e-6)
+    with pytest.raises(UWFImageError, match=r"rgb\..*FA image has 3 channels that differ"):
+        LoadUWFImage("fa")(tmp_path / f"rgb{suffix}")
+    if width > 1:  # a 1 x 1 grey picture is constant
+        grey = np.repeat(rgb[..., :1], 3, axis=-1)
+        fa = LoadUWFImage("fa")(write("grey_rgb", grey))
+        assert tuple(fa.shape) == (1, 1, width)
+        np.testing.assert_allclose(fa[0, 0].numpy(), rgb[0, :, 0] / 255 * 2 - 1, atol=1e-6)
+        assert tuple(LoadUWFImage("fa")(write("grey", rgb[..., 0])).shape) == (1, 1, width)
+        with pytest.raises(UWFImageError, match=r"grey\..*SLO image has 1 channel\(s\)"):
+            LoadUWFImage("slo")(tmp_path / f"grey{suffix}")
 
 
 def test_fa_stored_as_rgb_collapses_to_one_channel(tmp_path):
@@ -122,7 +210,8 @@ def test_coloured_fa_and_grey_slo_are_errors_with_the_fix(tmp_path):
     green = LoadUWFImage("fa", fa_colour="green")(colour)
     np.testing.assert_allclose(green.numpy(), _ramp(3)[1:2], atol=1 / 255 + 1e-5)
     grey = save_uwf_image(_ramp(1), tmp_path / "grey.png")
-    with pytest.raises(UWFImageError, match=r"grey\.png.*slo_grey='repeat'"):
+    cli = re.escape("(command line: --load_kwargs \"{'slo_grey':'repeat'}\")")
+    with pytest.raises(UWFImageError, match=r"grey\.png.*slo_grey='repeat'.*" + cli):
         LoadUWFImage("slo")(grey)
     assert tuple(LoadUWFImage("slo", slo_grey="repeat")(grey).shape) == (3, H, W)
 
