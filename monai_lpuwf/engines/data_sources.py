@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_datalists", "inference_datalist", "phantom_folder"]
+__all__ = ["bundle_datalists", "evaluation_datalist", "inference_datalist", "phantom_folder"]
 
 _SPLIT_FOLDERS = {"training": ("train", "training"), "validation": ("val", "validation", "valid", "test")}
 _DONE_MARKER = "phantoms.json"
+EVAL_SPLITS = ("training", "validation")
 
 
 def phantom_folder(work_dir: str | os.PathLike, num: int = 8, size: Sequence[int] = (256, 256), seed: int = 0) -> Path:
@@ -71,6 +72,7 @@ def bundle_datalists(
     val_fraction: float = 0.25,
     seed: int = 0,
     require_late: bool = True,
+    require_early: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Training and validation triplet lists for a bundle run.
 
@@ -89,8 +91,10 @@ def bundle_datalists(
         datalist: datalist file (``--datalist``).
         work_dir: the bundle's working folder (``bundle_root``), where phantoms are written.
         num_phantoms, phantom_size: phantom set when no data is given.
-        val_fraction, seed: reproducible split when the source has no validation list.
+        val_fraction, seed: reproducible split when the source has no validation list, and the phantoms' seed
+            (the bundle's ``data_seed``, separate from the training/sampling ``seed``).
         require_late: every item must have a late phase (training); ``False`` for SLO-only lists.
+        require_early: every item must have an early phase (training); ``False`` for evaluation lists.
 
     Returns:
         ``{"training": [...], "validation": [...]}`` of dicts with ``slo``, ``early``, ``late`` paths.
@@ -102,6 +106,7 @@ def bundle_datalists(
 
     if dataset_dir and datalist:
         raise ValueError(f"give either dataset_dir ({dataset_dir}) or datalist ({datalist}), not both.")
+    need = {"require_late": require_late, "require_early": require_early}
     source: str
     if datalist:
         path = Path(datalist)
@@ -111,11 +116,11 @@ def bundle_datalists(
         sections = _decathlon_sections(path)
         if "training" in sections:
             lists = {
-                split: datalist_from_file(path, require_late=require_late, section=split) if split in sections else []
+                split: datalist_from_file(path, section=split, **need) if split in sections else []
                 for split in ("training", "validation")
             }
         else:
-            training, validation = split_datalist(datalist_from_file(path, require_late=require_late), val_fraction, seed)
+            training, validation = split_datalist(datalist_from_file(path, **need), val_fraction, seed)
             lists = {"training": training, "validation": validation}
     else:
         root = Path(dataset_dir) if dataset_dir else phantom_folder(work_dir, num_phantoms, phantom_size, seed)
@@ -124,12 +129,10 @@ def bundle_datalists(
         source = f"folder '{root}'"
         splits = _split_subfolders(root)
         if "training" in splits:
-            lists = {"training": datalist_from_folder(splits["training"], require_late=require_late)}
-            lists["validation"] = (
-                datalist_from_folder(splits["validation"], require_late=require_late) if "validation" in splits else []
-            )
+            lists = {"training": datalist_from_folder(splits["training"], **need)}
+            lists["validation"] = datalist_from_folder(splits["validation"], **need) if "validation" in splits else []
         else:
-            training, validation = split_datalist(datalist_from_folder(root, require_late=require_late), val_fraction, seed)
+            training, validation = split_datalist(datalist_from_folder(root, **need), val_fraction, seed)
             lists = {"training": training, "validation": validation}
     if not lists["training"]:
         raise ValueError(
@@ -140,6 +143,84 @@ def bundle_datalists(
     if not lists["validation"]:  # a single-triplet source: validate on the training data rather than on nothing
         lists["validation"] = list(lists["training"][:1])
     return lists
+
+
+def evaluation_datalist(
+    dataset_dir: str | os.PathLike | None = None,
+    datalist: str | os.PathLike | None = None,
+    split: str | None = None,
+    work_dir: str | os.PathLike = ".",
+    num_phantoms: int = 8,
+    phantom_size: Sequence[int] = (256, 256),
+    val_fraction: float = 0.25,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The triplets an evaluation scores, and the training items of the same source where a split was asked for.
+
+    - ``dataset_dir`` or ``datalist`` without ``split``: every triplet it holds (a folder recursively, sub-folders
+      such as ``train/`` and ``val/`` included; every section of a decathlon-style JSON);
+    - with ``split`` (``"training"`` or ``"validation"``): that split as :func:`bundle_datalists` makes it (the
+      source's ``train/``/``val/`` sub-folders or sections, else a seeded ``val_fraction`` split);
+    - neither source: the held-out split of the default phantom set (``split`` defaults to ``"validation"``).
+
+    The early phase is optional (items without it are scored without the early-phase predictor); the late phase
+    is required.
+
+    Args:
+        dataset_dir: folder of triplets (``--dataset_dir``).
+        datalist: datalist file (``--datalist``).
+        split: ``None`` (every triplet), ``"training"`` or ``"validation"`` (``--eval_split``).
+        work_dir, num_phantoms, phantom_size, val_fraction, seed: as in :func:`bundle_datalists` (``seed`` is the
+            bundle's ``data_seed``).
+
+    Returns:
+        ``{"items": [...], "training": [...], "description": str}``: the items to score, the training split of the
+        same source (empty when every triplet is scored: the training set is then not known from the source) and
+        a sentence naming what is scored (recorded in the report).
+
+    Raises:
+        ValueError: an unknown ``split`` or a source without any complete (slo, late) pair, naming it.
+    """
+    from monai.utils import look_up_option
+
+    from monai_lpuwf.data import datalist_from_file, datalist_from_folder
+
+    if dataset_dir and datalist:
+        raise ValueError(f"give either dataset_dir ({dataset_dir}) or datalist ({datalist}), not both.")
+    if split is not None and str(split).lower() not in ("", "none", "all"):
+        split = look_up_option(str(split), EVAL_SPLITS)
+    else:
+        split = None
+    if split is None and not (dataset_dir or datalist):
+        split = "validation"  # the default phantoms: never score the ones the model was trained on
+    if split is not None:
+        lists = bundle_datalists(dataset_dir=dataset_dir, datalist=datalist, work_dir=work_dir,
+                                 num_phantoms=num_phantoms, phantom_size=phantom_size, val_fraction=val_fraction,
+                                 seed=seed, require_early=False)  # fmt: skip
+        source = f"folder '{dataset_dir}'" if dataset_dir else f"datalist '{datalist}'" if datalist else (
+            f"the default phantom set (data_seed {seed})")  # fmt: skip
+        items = lists[split]
+        return {"items": items, "training": lists["training"],
+                "description": f"the {split} split of {source}: {len(items)} triplet(s)"}  # fmt: skip
+    if dataset_dir:
+        if not Path(dataset_dir).is_dir():
+            raise FileNotFoundError(f"dataset_dir '{dataset_dir}' does not exist (--dataset_dir).")
+        items = datalist_from_folder(dataset_dir, require_early=False)
+        source = f"folder '{dataset_dir}'"
+    else:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"datalist file '{path}' does not exist (--datalist).")
+        sections = _decathlon_sections(path)
+        items = [
+            item
+            for section in (sections or ["training"])
+            for item in datalist_from_file(path, require_early=False, section=section)
+        ]
+        source = f"datalist '{path}'" + (f" (sections {', '.join(sections)})" if len(sections) > 1 else "")
+    if not items:
+        raise ValueError(f"no (slo, late) pair found in {source}; evaluation needs the real late phase of every item.")
+    return {"items": items, "training": [], "description": f"every triplet of {source}: {len(items)}"}
 
 
 def inference_datalist(
@@ -159,7 +240,7 @@ def inference_datalist(
             list, or ``training`` when there is none).
         work_dir, num_phantoms, phantom_size, val_fraction, seed: the default phantom set, as in
             :func:`bundle_datalists` (so that, with no arguments, inference runs on the training runs' held-out
-            phantoms).
+            phantoms; ``seed`` is the bundle's ``data_seed``).
 
     Raises:
         ValueError: no SLO image found, naming the source.

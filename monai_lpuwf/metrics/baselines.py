@@ -3,22 +3,35 @@
 On real UWF frames a constant image already reaches an MS-SSIM near 0.65 (large dark background, smooth
 field of view), so a model's score means something only beside these:
 
-* ``constant``: every pixel at the training set's mean late-phase intensity (:func:`mean_intensity`);
+* ``constant``: every pixel at the training set's mean late-phase intensity (:func:`mean_intensity`); training
+  stores it in the model file (:class:`TrainingIntensityRecord`, entry ``"data_stats"``), so that an evaluation
+  on any test folder knows it;
 * ``early``: the real early phase of the same eye, where it is given (what a model that ignores the late-phase
   changes could at best produce).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
 from monai_lpuwf.metrics.frame_scores import score_frames
 
-__all__ = ["BASELINE_NAMES", "mean_intensity", "constant_prediction", "score_with_baselines"]
+__all__ = [
+    "BASELINE_NAMES",
+    "DATA_STATS_KEY",
+    "TrainingIntensityRecord",
+    "mean_intensity",
+    "training_mean_intensity",
+    "constant_prediction",
+    "score_with_baselines",
+]
 
 BASELINE_NAMES: tuple[str, ...] = ("constant", "early")
+DATA_STATS_KEY = "data_stats"  # the model file's entry written by TrainingIntensityRecord
 
 
 def mean_intensity(images: Iterable[torch.Tensor], masks: Iterable[torch.Tensor] | None = None) -> float:
@@ -47,6 +60,62 @@ def mean_intensity(images: Iterable[torch.Tensor], masks: Iterable[torch.Tensor]
     if count == 0:
         raise ValueError("mean_intensity got no pixels: the image list (or every mask) is empty.")
     return total / count
+
+
+def training_mean_intensity(
+    items: Iterable[Mapping[str, Any]], key: str = "late", load_kwargs: Mapping[str, Any] | None = None
+) -> float:
+    """Mean intensity (``[-1, 1]`` units, whole frames at their native size) of the ``key`` images of a datalist:
+    the constant predictor's value (the training set's mean late-phase intensity)."""
+    from monai_lpuwf.transforms import LoadUWFImage
+
+    loader = LoadUWFImage("slo" if key == "slo" else "fa", **dict(load_kwargs or {}))
+    paths = [item[key] for item in items if item.get(key)]
+    if not paths:
+        raise ValueError(f"no '{key}' image in the datalist to compute the constant predictor's intensity from.")
+    return mean_intensity(loader(p) for p in paths)
+
+
+class TrainingIntensityRecord:
+    """Checkpoint entry ``"data_stats"``: the training set's mean late-phase intensity, for the constant baseline.
+
+    Listed in a training config's checkpoint dictionary (``{"model": ..., "config": ..., "data_stats": record}``),
+    it is computed with :func:`training_mean_intensity` the first time a checkpoint is written (whole frames, as
+    the evaluation loads them) and kept; ``load_state_dict`` (a resumed run) takes the saved value instead.
+
+    Args:
+        items: the training datalist (dicts with a ``key`` path).
+        key: image key (``"late"``).
+        load_kwargs: :class:`~monai_lpuwf.transforms.LoadUWFImage` arguments.
+
+    ``state_dict()`` is ``{"late_mean": float, "num_images": int}``.
+    """
+
+    def __init__(
+        self, items: Iterable[Mapping[str, Any]], key: str = "late", load_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        self.items = list(items)
+        self.key = key
+        self.load_kwargs = dict(load_kwargs or {})
+        self._state: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._state is None:
+            value = training_mean_intensity(self.items, self.key, self.load_kwargs)
+            count = sum(1 for item in self.items if item.get(self.key))
+            self._state = {f"{self.key}_mean": float(value), "num_images": int(count)}
+        return dict(self._state)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._state = dict(state)
+
+    @staticmethod
+    def read(path: str | os.PathLike, key: str = "late") -> float | None:
+        """The mean stored in a model file, or ``None`` (no ``"data_stats"`` entry: a file from an older run)."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        stats = checkpoint.get(DATA_STATS_KEY) if isinstance(checkpoint, Mapping) else None
+        value = stats.get(f"{key}_mean") if isinstance(stats, Mapping) else None
+        return None if value is None else float(value)
 
 
 def constant_prediction(like: torch.Tensor, value: float) -> torch.Tensor:

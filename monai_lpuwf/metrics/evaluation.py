@@ -9,8 +9,8 @@ spectra, and at the end of the run writes :class:`~monai_lpuwf.metrics.report.Ev
 ``scores.csv``, ``summary.json`` (with FID, IS and spectral distances of every predictor), ``examples.png`` and
 ``spectrum.png``.
 
-The helpers :func:`fid_extractor`, :func:`optional_lpips` and :func:`training_mean_intensity` build the
-handler's inputs from bundle options with messages that name the option to change.
+The helpers :func:`fid_extractor`, :func:`optional_lpips` and :func:`constant_baseline` build the handler's
+inputs from bundle options with messages that name the option to change.
 """
 
 from __future__ import annotations
@@ -24,14 +24,25 @@ from typing import Any
 import torch
 from monai.utils import str2bool
 
-from monai_lpuwf.metrics.baselines import constant_prediction, mean_intensity, score_with_baselines
+from monai_lpuwf.metrics.baselines import (
+    TrainingIntensityRecord,
+    constant_prediction,
+    score_with_baselines,
+    training_mean_intensity,
+)
 from monai_lpuwf.metrics.fid import frechet_distance_from_features
 from monai_lpuwf.metrics.inception import INCEPTION_WEIGHTS_ENV, InceptionFeatureExtractor
 from monai_lpuwf.metrics.inception_score import inception_score
 from monai_lpuwf.metrics.report import EvaluationReport
 from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
 
-__all__ = ["GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity"]
+__all__ = [
+    "GenerationEvaluationHandler",
+    "constant_baseline",
+    "fid_extractor",
+    "optional_lpips",
+    "training_mean_intensity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +102,52 @@ def optional_lpips(
     return OfflinePerceptualLoss(name, weights_path=weights_path, lpips_weights_path=lpips_weights_path)
 
 
-def training_mean_intensity(
-    items: Iterable[Mapping[str, Any]], key: str = "late", load_kwargs: Mapping[str, Any] | None = None
-) -> float:
-    """Mean intensity (``[-1, 1]`` units, whole frames) of the ``key`` images of a datalist: the constant
-    predictor's value (the training split's mean late-phase intensity)."""
-    from monai_lpuwf.transforms import LoadUWFImage
+def constant_baseline(
+    train_dir: str | os.PathLike | None = None,
+    train_datalist: str | os.PathLike | None = None,
+    model_path: str | os.PathLike | None = None,
+    split_training: Sequence[Mapping[str, Any]] = (),
+    load_kwargs: Mapping[str, Any] | None = None,
+    key: str = "late",
+) -> dict[str, Any]:
+    """The constant predictor's intensity (the training set's mean late phase) and where it comes from.
 
-    loader = LoadUWFImage("slo" if key == "slo" else "fa", **dict(load_kwargs or {}))
-    paths = [item[key] for item in items if item.get(key)]
-    if not paths:
-        raise ValueError(f"no '{key}' image in the datalist to compute the constant predictor's intensity from.")
-    return mean_intensity(loader(p) for p in paths)
+    In order: the late phases of ``train_dir`` / ``train_datalist`` (``--train_dir`` / ``--train_datalist``); the
+    value training stored in the model file (:class:`~monai_lpuwf.metrics.baselines.TrainingIntensityRecord`);
+    the training split of the evaluated source when a split was asked for (``split_training``). With none of
+    these the constant predictor is left out, with a warning saying how to get it.
+
+    Returns:
+        ``{"value": float | None, "source": str}`` (both recorded in ``summary.json``).
+    """
+    if train_dir and train_datalist:
+        raise ValueError(f"give either train_dir ({train_dir}) or train_datalist ({train_datalist}), not both.")
+    if train_dir or train_datalist:
+        from monai_lpuwf.data import datalist_from_file, datalist_from_folder
+
+        if train_dir:
+            if not Path(train_dir).is_dir():
+                raise FileNotFoundError(f"train_dir '{train_dir}' does not exist (--train_dir).")
+            items, source = datalist_from_folder(train_dir, require_early=False), f"train_dir '{train_dir}'"
+        else:
+            if not Path(train_datalist).is_file():
+                raise FileNotFoundError(f"train_datalist file '{train_datalist}' does not exist (--train_datalist).")
+            items = datalist_from_file(train_datalist, require_early=False, section="training")
+            source = f"train_datalist '{train_datalist}'"
+        value = training_mean_intensity(items, key, load_kwargs)
+        return {"value": value, "source": f"mean {key} intensity of the {len(items)} image(s) of {source}"}
+    if model_path and os.path.isfile(model_path):
+        value = TrainingIntensityRecord.read(model_path, key)
+        if value is not None:
+            return {"value": value, "source": f"training-set mean {key} intensity stored in '{model_path}'"}
+    if split_training:
+        value = training_mean_intensity(split_training, key, load_kwargs)
+        return {"value": value, "source": f"mean {key} intensity of the {len(split_training)} training-split image(s)"}
+    logger.warning(
+        "constant-image baseline left out: the model file has no training-set mean intensity (trained before it was "
+        "stored) and no training data was given; pass --train_dir DIR or --train_datalist FILE to add it."
+    )
+    return {"value": None, "source": "not available (no --train_dir / --train_datalist, none stored in the model)"}
 
 
 def _batch(image: torch.Tensor | None) -> torch.Tensor | None:
@@ -128,10 +173,16 @@ class GenerationEvaluationHandler:
         id_root: image ids are the SLO paths relative to this folder, without extension.
         protected: input files the report must never overwrite.
         settings: run settings recorded in ``summary.json`` (sampler, steps, model file...).
+        scored: what is scored (:func:`~monai_lpuwf.engines.data_sources.evaluation_datalist`'s description),
+            recorded in ``summary.json`` next to the list of image ids.
+        constant_source: where ``constant_value`` comes from (:func:`constant_baseline`), recorded likewise.
+        generated_dir: folder of the generated images, named in the final log line.
         pred_key, late_key, early_key, slo_key, std_key, fov_key: item keys.
 
     The handler reads, per frame, the merged ``engine.state.batch[i]`` / ``engine.state.output[i]`` dictionary:
-    ``pred`` and ``late`` (1, H, W) in ``[-1, 1]``, optional ``early``, ``fov``, ``slo``, ``pred_std``.
+    ``pred`` and ``late`` (1, H, W) in ``[-1, 1]``, optional ``early``, ``fov``, ``slo``, ``pred_std``. A frame
+    without an early phase is scored without the early-phase predictor and without the lesion-region scores
+    (which need ``|early - late|``); ``summary.json`` lists such frames under ``"without_early"``.
     """
 
     def __init__(
@@ -147,6 +198,9 @@ class GenerationEvaluationHandler:
         id_root: str | os.PathLike = "",
         protected: Iterable[str | os.PathLike] = (),
         settings: Mapping[str, Any] | None = None,
+        scored: str | None = None,
+        constant_source: str | None = None,
+        generated_dir: str | os.PathLike | None = None,
         pred_key: str = "pred",
         late_key: str = "late",
         early_key: str = "early",
@@ -164,6 +218,10 @@ class GenerationEvaluationHandler:
         self.is_splits = int(is_splits)
         self.id_root = str(id_root or "")
         self.settings = dict(settings or {})
+        self.scored = scored
+        self.constant_source = constant_source
+        self.generated_dir = None if generated_dir is None else str(generated_dir)
+        self.without_early: list[str] = []
         self.keys = {"pred": pred_key, "late": late_key, "early": early_key, "slo": slo_key, "std": std_key,
                      "fov": fov_key}  # fmt: skip
         self.features: dict[str, list[torch.Tensor]] = {}
@@ -203,6 +261,9 @@ class GenerationEvaluationHandler:
             raise KeyError(f"evaluation needs '{k['pred']}' and '{k['late']}' in every item; got {sorted(item)}.")
         early, fov = _batch(item.get(k["early"])), _batch(item.get(k["fov"]))
         image_id = self._image_id(item)
+        if early is None:
+            self.without_early.append(image_id)
+            logger.warning("%s: no early phase; scored without the early-phase predictor and lesion scores.", image_id)
         scores = score_with_baselines(
             pred, late, self.constant_value, early, fov=fov, top_percent=self.top_percent, perceptual=self.perceptual
         )
@@ -258,9 +319,14 @@ class GenerationEvaluationHandler:
         """Write the report files; returns their paths (also kept in :attr:`paths`)."""
         if not self.report.records:
             raise ValueError("no frame was evaluated: the evaluation split is empty.")
+        ids = list(dict.fromkeys(str(r["id"]) for r in self.report.records))
         extra = {
-            "num_images": len({r["id"] for r in self.report.records}),
+            "num_images": len(ids),
+            "scored": self.scored,
+            "images": ids,
+            "without_early": self.without_early,
             "constant_value": self.constant_value,
+            "constant_source": self.constant_source,
             "top_percent": self.top_percent,
             "lpips": self.perceptual is not None,
             **self.distribution_scores(),
@@ -279,5 +345,15 @@ class GenerationEvaluationHandler:
                 f"{n}={v['mean']:.4f}" for n, v in scores.items() if n in ("psnr", "ms_ssim", "ms_ssim_fov")
             )
             logger.info("%s: %s", predictor, shown)
-        logger.info("evaluation report written to %s", self.report.output_dir)
+        if self.scored:
+            logger.info("scored %s", self.scored)
+        if self.without_early:
+            logger.info("%d image(s) without an early phase (no early-phase predictor): %s", len(self.without_early),
+                        ", ".join(self.without_early))  # fmt: skip
+        logger.info("constant baseline: %s", self.constant_source or self.constant_value)
+        logger.info(
+            "evaluation report (scores.csv, summary.json, examples.png, spectrum.png) in %s%s",
+            self.report.output_dir,
+            f"; generated images in {self.generated_dir}" if self.generated_dir else "",
+        )
         return self.paths

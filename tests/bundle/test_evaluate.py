@@ -64,7 +64,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def run_evaluation(bundle, tmp_path: Path, checkpoint: Path, dataset: Path, **overrides) -> Path:
-    """Evaluate the ``val`` split; returns the report folder."""
+    """Evaluate ``dataset`` (every triplet unless ``eval_split`` is given); returns the report folder."""
     overrides.setdefault("eval_dir", str(tmp_path / "report"))
     h.run_bundle(bundle, tmp_path, CONFIGS, checkpoint, dataset_dir=str(dataset), **overrides)
     return Path(overrides["eval_dir"])
@@ -73,7 +73,8 @@ def run_evaluation(bundle, tmp_path: Path, checkpoint: Path, dataset: Path, **ov
 def read_rows(report: Path) -> dict[tuple[str, str], dict[str, float]]:
     with open(report / "scores.csv", newline="") as f:
         return {
-            (r["id"], r["predictor"]): {k: float(v) for k, v in r.items() if k not in ("id", "predictor")}
+            (r["id"], r["predictor"]): {k: float(v) if v != "" else math.nan for k, v in r.items()
+                                        if k not in ("id", "predictor")}  # fmt: skip
             for r in csv.DictReader(f)
         }
 
@@ -99,13 +100,15 @@ def monai_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
 
 def test_scores_equal_monai_metrics_on_the_written_files(bundle, tmp_path, checkpoint, dataset, monkeypatch):
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
-    report = run_evaluation(bundle, tmp_path, checkpoint, dataset, fid="false")  # as the command line gives it
+    """Every triplet of the folder given is scored (train/ and val/ alike: no split asked for); the constant image
+    is the mean late phase of --train_dir."""
+    report = run_evaluation(bundle, tmp_path, checkpoint, dataset, fid="false", train_dir=str(dataset / "train"))
     assert {p.name for p in report.iterdir()} == {"scores.csv", "summary.json", "examples.png", "spectrum.png",
                                                   "generated"}  # fmt: skip
     for name in ("examples.png", "spectrum.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_rows(report)
-    ids = ["val/1", "val/2"]
+    ids = ["train/1", "train/2", "val/1", "val/2"]
     assert set(rows) == {(i, p) for i in ids for p in PREDICTORS}
     constant = np.mean([LoadUWFImage("fa")(dataset / "train" / f"{n}.2.png").numpy() for n in (1, 2)])
     for image_id in ids:
@@ -127,12 +130,14 @@ def test_scores_equal_monai_metrics_on_the_written_files(bundle, tmp_path, check
     for predictor in PREDICTORS:
         psnr = [rows[(i, predictor)]["psnr"] for i in ids]
         assert summary["scores"][predictor]["psnr"]["mean"] == pytest.approx(float(np.mean(psnr)))
-        assert summary["scores"][predictor]["psnr"]["n"] == 2
+        assert summary["scores"][predictor]["psnr"]["n"] == 4
     assert summary["fid"] == summary["inception_score"] == dict.fromkeys(PREDICTORS)
     assert "switched off" in summary["fid_note"]
     assert summary["constant_value"] == pytest.approx(float(constant), rel=1e-5)
+    assert "train_dir" in summary["constant_source"] and str(dataset / "train") in summary["constant_source"]
     assert set(summary["spectral_distance"]) == {"model", "early"}
-    assert summary["num_images"] == 2 and summary["lpips"] is False
+    assert summary["num_images"] == 4 and summary["images"] == ids and summary["lpips"] is False
+    assert summary["scored"].startswith("every triplet of folder") and summary["without_early"] == []
     assert summary["settings"]["sampler"] == "ddim" and summary["settings"]["num_inference_steps"] == h.STEPS
 
 
@@ -162,7 +167,7 @@ def test_fid_is_lpips_and_uncertainty_from_local_weights(bundle, tmp_path, check
     backbone, lins = _lpips_files(tmp_path)
     report = run_evaluation(
         bundle, tmp_path, checkpoint, dataset, fid_weights=str(inception), lpips_backbone_weights=str(backbone),
-        lpips_weights=str(lins), num_samples=2,
+        lpips_weights=str(lins), num_samples=2, eval_split="validation",
     )  # fmt: skip
     assert (report / "generated" / "val" / "1_late_std.png").is_file()
     ids = ["val/1", "val/2"]
@@ -185,6 +190,56 @@ def test_fid_is_lpips_and_uncertainty_from_local_weights(bundle, tmp_path, check
     for i, image_id in enumerate(ids):
         assert rows[(image_id, "model")]["lpips"] == pytest.approx(float(lpips[i]), rel=1e-4)
     assert summary["lpips"] is True
+
+
+def _summary(report: Path) -> dict:
+    return json.loads((report / "summary.json").read_text())
+
+
+def test_a_split_when_asked_with_the_constant_from_the_other_split(bundle, tmp_path, checkpoint, dataset):
+    report = run_evaluation(bundle, tmp_path, checkpoint, dataset, fid=False, eval_split="validation")
+    assert {i for i, _ in read_rows(report)} == {"val/1", "val/2"}
+    summary = _summary(report)
+    constant = np.mean([LoadUWFImage("fa")(dataset / "train" / f"{n}.2.png").numpy() for n in (1, 2)])
+    assert summary["constant_value"] == pytest.approx(float(constant), rel=1e-5)
+    assert summary["images"] == ["val/1", "val/2"] and summary["scored"].startswith("the validation split")
+    assert summary["settings"]["split"] == "validation"
+
+
+def test_the_constant_comes_from_the_model_file_and_else_is_left_out(bundle, tmp_path, checkpoint, dataset, capsys):
+    """Training stores the training mean in model.pt ("data_stats"); a model file without it and no --train_dir:
+    no constant predictor, and the report and the log say why."""
+    stored = tmp_path / "model_with_stats.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "data_stats": {"late_mean": -0.25, "num_images": 7}}, stored)
+    report = run_evaluation(bundle, tmp_path, stored, dataset / "val", fid=False)
+    summary = _summary(report)
+    assert summary["constant_value"] == -0.25 and str(stored) in summary["constant_source"]
+    assert {i for i, _ in read_rows(report)} == {"1", "2"}
+    rows = read_rows(report)
+    late = unit(dataset / "val" / "1.2.png")
+    assert rows[("1", "constant")]["mse"] == pytest.approx(float(((late - 0.375) ** 2).mean()), rel=1e-4)
+
+    capsys.readouterr()
+    report = run_evaluation(bundle, tmp_path, checkpoint, dataset / "val", fid=False, eval_dir=str(tmp_path / "r2"))
+    summary = _summary(report)
+    assert summary["constant_value"] is None and "--train_dir" in summary["constant_source"]
+    assert {p for _, p in read_rows(report)} == {"model", "early"}
+    assert "constant-image baseline left out" in capsys.readouterr().out  # the bundle's logging.conf: stdout
+
+
+def test_a_missing_early_phase_is_scored_without_the_early_predictor(bundle, tmp_path, checkpoint, dataset):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("1.png", "1.1.png", "1.2.png", "2.png", "2.2.png"):  # triplet 2 has no early phase
+        (data / name).write_bytes((dataset / "val" / name).read_bytes())
+    report = run_evaluation(bundle, tmp_path, checkpoint, data, fid=False, train_dir=str(dataset / "train"))
+    rows = read_rows(report)
+    assert set(rows) == {("1", "model"), ("1", "constant"), ("1", "early"), ("2", "model"), ("2", "constant")}
+    assert "psnr_lesion" in rows[("1", "model")] and math.isnan(rows[("2", "model")].get("psnr_lesion", math.nan))
+    summary = _summary(report)
+    assert summary["without_early"] == ["2"] and summary["scores"]["early"]["psnr"]["n"] == 1
+    assert summary["scores"]["model"]["psnr"]["n"] == 2
 
 
 def test_fid_without_weights_stops_before_generating(bundle, tmp_path, checkpoint, dataset, monkeypatch):
@@ -212,7 +267,7 @@ def test_real_frame_at_native_size_and_the_constant_floor(bundle, tmp_path, chec
     (tmp_path / "val").symlink_to(uwf_samples_dir / "val")
     report = tmp_path / "report"
     h.run_bundle(bundle, tmp_path, CONFIGS, checkpoint, datalist=str(datalist), eval_dir=str(report), fid=False,
-                 num_inference_steps=1)  # fmt: skip
+                 num_inference_steps=1, eval_split="validation")  # fmt: skip
     rows = read_rows(report)
     assert {i for i, _ in rows} == {"7"}
     assert Image.open(report / "generated" / "7_late.png").size == (853, 682)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,18 +54,38 @@ def test_every_stage_writes_weights_and_resumable_state(trained_bundle, bundle):
     steps = bundle.TINY_RUN["max_epochs"] * bundle.ITERATIONS_PER_EPOCH
     for stage in STAGES:
         weights = _weights(trained_bundle, stage)
-        assert set(weights) == {"model", "config"}, stage
+        assert set(weights) == {"model", "config", "data_stats"}, stage
         assert weights["config"]["autoencoder"]["channels"] == bundle.TINY_NETWORK["autoencoder"]["channels"]
         state = _load(trained_bundle / "models" / stage / "checkpoint_last.pt")
         expected = {"model", "config", "optimizer", "lr_scheduler", "trainer"}
         if stage in ("autoencoder", "condition_encoder"):
             expected |= {"discriminator", "d_optimizer"}
-        assert set(state) == expected, stage
+        assert expected <= set(state), stage  # (+ the best validation score, see test_train_resume.py)
         assert state["trainer"]["iteration"] == steps, stage
         assert all(torch.equal(state["model"][k], v) for k, v in weights["model"].items()), stage
         assert (trained_bundle / "models" / stage / "model_best.pt").is_file(), stage
         assert len(bundle.scalars(trained_bundle, stage, "loss")) == steps, stage  # one TensorBoard point per iteration
         assert bundle.scalars(trained_bundle, stage, "val_psnr"), stage
+
+
+def test_model_files_store_the_training_mean_late_intensity(trained_bundle):
+    """The constant-image baseline of an evaluation reads it from model.pt: the mean of the training split's late
+    phases (whole frames in [-1, 1], as LoadUWFImage reads them), not of the held-out phantoms."""
+    folder = next((trained_bundle / "work" / "data").glob("phantoms_*"))
+    from monai_lpuwf.engines import bundle_datalists
+    from monai_lpuwf.transforms import LoadUWFImage
+
+    lists = bundle_datalists(dataset_dir=folder)
+    expected = np.mean([LoadUWFImage("fa")(item["late"]).numpy() for item in lists["training"]])
+    other = np.mean([LoadUWFImage("fa")(item["late"]).numpy() for item in lists["validation"]])
+    stats = _weights(trained_bundle, "late")["data_stats"]
+    assert stats["num_images"] == len(lists["training"])
+    assert stats["late_mean"] == pytest.approx(float(expected), rel=1e-6) and stats["late_mean"] != pytest.approx(
+        float(other), rel=1e-6
+    )
+    from monai_lpuwf.metrics.baselines import TrainingIntensityRecord
+
+    assert TrainingIntensityRecord.read(trained_bundle / "models" / "model.pt") == stats["late_mean"]
 
 
 def test_each_stage_trains_only_its_modules(trained_bundle):
@@ -147,3 +168,33 @@ def test_losses_fall_on_a_fixed_seed(trained_bundle, bundle):
     for stage, previous, key in (("diffusion", "condition_encoder", "early"), ("late", "diffusion", "late")):
         before, after = (_diffusion_loss(models[s], batch, key, scale) for s in (previous, stage))
         assert after < 0.98 * before, (stage, before, after)
+
+
+@pytest.mark.parametrize(
+    "configs, key",
+    [
+        (("common.json",), "datalists"),
+        (("inference.json",), "datalist_items"),
+        (("inference.json", "evaluate.json"), "datalist_items"),
+    ],
+)
+def test_seed_leaves_the_data_alone_and_data_seed_redraws_it(tmp_path, bundle, configs, key):
+    """``--seed`` (training noise, sampling) does not re-draw the demo phantoms or the held-out split;
+    ``--data_seed`` does, in the training, inference and evaluation configs alike."""
+    from monai.bundle import ConfigParser
+
+    def data(**overrides):
+        parser = ConfigParser()
+        parser.read_config([str(bundle.BUNDLE_DIR / "configs" / name) for name in configs])
+        parser.update({"bundle_root": str(tmp_path), "num_phantoms": 4, "phantom_size": [64, 64], **overrides})
+        items = parser.get_parsed_content(key)
+        return items if isinstance(items, list) else items["training"] + items["validation"]
+
+    def content(items):
+        return [Path(item["late"]).read_bytes() for item in items]
+
+    reference = data()
+    assert data(seed=1) == reference
+    redrawn = data(data_seed=1)
+    assert {Path(item["slo"]).parent for item in redrawn}.isdisjoint({Path(item["slo"]).parent for item in reference})
+    assert content(redrawn) != content(reference)

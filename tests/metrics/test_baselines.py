@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,6 +30,37 @@ def test_mean_intensity_is_pixel_weighted_and_masked():
         mean_intensity([])
     with pytest.raises(ValueError, match="fewer"):
         mean_intensity([a, b], [ma])
+
+
+def test_training_intensity_record_computes_once_and_restores(tmp_path):
+    """The model file's "data_stats": the mean of the training late phases in [-1, 1], computed on the first
+    save only, restored (not recomputed) from a checkpoint, read back by TrainingIntensityRecord.read."""
+    import numpy as np
+    from PIL import Image
+
+    from monai_lpuwf.metrics.baselines import TrainingIntensityRecord
+
+    items, total, count = [], 0.0, 0
+    for i in range(3):
+        path = tmp_path / f"{i}.2.png"
+        image = np.random.default_rng(i).integers(0, 256, (8, 6 + 2 * i), dtype=np.uint8)
+        Image.fromarray(image).save(path)
+        items.append({"late": str(path)})
+        total, count = total + float((image / 255.0 * 2 - 1).sum()), count + image.size
+    expected = total / count
+    record = TrainingIntensityRecord(items)
+    state = record.state_dict()
+    assert state == {"late_mean": pytest.approx(expected, abs=1e-6), "num_images": 3}
+    for item in items:  # computed once: the files are no longer needed
+        Path(item["late"]).unlink()
+    assert record.state_dict() == state
+    restored = TrainingIntensityRecord([])
+    restored.load_state_dict({"late_mean": 0.5, "num_images": 9})
+    assert restored.state_dict()["late_mean"] == 0.5
+    torch.save({"model": {}, "config": {}, "data_stats": state}, tmp_path / "model.pt")
+    assert TrainingIntensityRecord.read(tmp_path / "model.pt") == pytest.approx(expected, abs=1e-6)
+    torch.save({"model": {}, "config": {}}, tmp_path / "old.pt")
+    assert TrainingIntensityRecord.read(tmp_path / "old.pt") is None
 
 
 def test_constant_prediction():
