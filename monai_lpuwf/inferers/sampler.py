@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -13,12 +15,33 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMSchedule
 from monai.utils import look_up_option, optional_import
 from torch import nn
 
+from .tiling import check_memory, decode_tiled, denoise_tiled, estimate_generation_memory, tile_windows
+
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
-__all__ = ["SCHEDULERS", "build_scheduler", "LPUWFSampler"]
+__all__ = ["SCHEDULERS", "INFERENCE_DEFAULTS", "build_scheduler", "item_seed", "LPUWFSampler"]
 
 SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
+
+#: The one source of the sampling defaults, read by :class:`LPUWFSampler`, the bundle's ``inference.json``,
+#: the MONAI Label task and the MONAI Deploy operator (validation during training uses its own, shorter
+#: ``val_inference_steps``). DDIM with 25 steps and no clipping: the sampler study in the README (as close to
+#: DDPM-1000 as two DDPM-1000 draws are to each other, at 1/56 of the time).
+INFERENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"scheduler": "ddim", "num_inference_steps": 25, "eta": 0.0, "clip_sample": False, "num_samples": 1, "seed": 0}
+)
 _AGGREGATES = ("mean", "median", "first")
+
+
+def item_seed(seed: int, item_id: str | int | None = None) -> int:
+    """The seed of one image's noise: ``seed`` itself without an identity, else a stable hash of both.
+
+    Python's ``hash`` changes between processes; this does not (SHA-256 of ``"<seed>/<id>"``, 63 bits).
+    """
+    if item_id is None:
+        return int(seed)
+    digest = hashlib.sha256(f"{int(seed)}/{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def build_scheduler(
@@ -49,20 +72,34 @@ def build_scheduler(
 class LPUWFSampler:
     """Turn SLO images into late-phase FA: sample latents with the ControlNet-steered U-Net, decode with the SLO.
 
-    For each of ``num_samples`` draws: Gaussian latents (seeded ``seed + k``), ``num_inference_steps`` scheduler
-    steps of ``model.denoise(x_t, t, slo)`` (ControlNet on the full-resolution SLO), then
-    ``model.decode_latents(z, slo)`` (the decoder gets the gated SLO features, computed once). Inputs of any
-    size are padded symmetrically to ``model.size_divisor`` (with ``pad_value``: -1 is the black background of
-    [-1, 1] images) and the outputs cropped back, so whole native frames (853 x 682) work as well as the
-    paper's 512 x 512 crops. Several samples give a per-pixel standard deviation map (uncertainty).
+    For each of ``num_samples`` draws: Gaussian latents, ``num_inference_steps`` scheduler steps of
+    ``model.denoise(x_t, t, slo)`` (ControlNet on the full-resolution SLO), then ``model.decode_latents(z, slo)``
+    (the decoder gets the gated SLO features). Inputs of any size are padded symmetrically to
+    ``model.size_divisor`` (with ``pad_value``: -1 is the black background of [-1, 1] images) and the outputs
+    cropped back, so whole native frames (853 x 682, or Optos' 4000 x 3200) work as well as the paper's 512 x 512
+    crops. Several samples give a per-pixel standard deviation map (uncertainty).
+
+    **Reproducibility per image**: every image of a batch has its own random generator, seeded with
+    :func:`item_seed` of ``seed + k`` (draw ``k``) and the image's identity (``ids``; none by default, i.e. every
+    image uses ``seed + k``). Its initial noise and the scheduler's step noise (DDPM, DDIM with ``eta > 0``) come
+    from that generator only, so an image's output does not depend on the batch size or on the other images of
+    its batch (up to floating-point rounding of batched convolutions).
+
+    **Large frames**: the U-Net's attention levels and the autoencoder's non-local attention cost time in the
+    square of the number of latent pixels. Frames whose latent grid exceeds ``denoise_tile`` / ``decode_tile``
+    (latent pixels a side) are denoised / decoded in overlapping tiles of that size blended with smooth windows
+    (:mod:`monai_lpuwf.inferers.tiling`), so the cost grows linearly with the pixel count; a 4000 x 3200 Optos
+    frame takes minutes, not hours. Before starting, the memory needed is estimated and compared with the free
+    memory of the device; a frame that cannot fit stops with a ``MemoryError`` that says how much is needed.
 
     Args:
         scheduler: ``"ddim"``, ``"ddpm"`` (the paper, use ``num_inference_steps=1000``), ``"pndm"``, or a MONAI
-            scheduler instance (used as given).
+            scheduler instance (used as given; a scheduler whose ``step`` takes a ``generator`` is stepped image by
+            image, so its ``step`` must be stateless, as MONAI's DDPM and DDIM are).
         num_inference_steps: sampling steps.
         num_samples: draws per input; with more than one, ``pred`` aggregates them and ``pred_std`` is their
             per-pixel standard deviation.
-        seed: seed of the first draw (draw ``k`` uses ``seed + k``), so results are reproducible for a batch.
+        seed: seed of the first draw (draw ``k`` uses ``seed + k``), combined with each image's identity.
         clip_sample: see :func:`build_scheduler` (``False``: latents are not bounded to [-1, 1]).
         eta: DDIM stochasticity (0 = deterministic DDIM).
         conditioning_scale: multiplier of the ControlNet residuals.
@@ -70,8 +107,18 @@ class LPUWFSampler:
         pad_value: value of the padding around the SLO.
         clamp_output: clamp images to [-1, 1].
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
-        progress: show a tqdm bar over the steps.
+        progress: show a tqdm bar counting denoising steps (and tiles) and decoded tiles, with an ETA.
+        decode_tile: decode in latent tiles of this side (128 latent pixels = the 512 x 512 training crops)
+            when the latent grid is larger; ``None``: always whole frames.
+        denoise_tile: denoise in latent tiles of this side (rounded down to the U-Net's multiple) when the latent
+            grid is larger; ``None``: always whole frames.
+        tile_overlap: latent pixels shared by neighbouring tiles (blended over).
+        check_memory: estimate the memory needed before starting and stop with a clear ``MemoryError`` if the
+            device (GPU memory, or available RAM) has less.
         scheduler_kwargs: more arguments of the scheduler (see :func:`build_scheduler`).
+
+    Defaults of ``scheduler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``clip_sample`` and ``eta``:
+    :data:`INFERENCE_DEFAULTS`.
 
     Example::
 
@@ -81,24 +128,33 @@ class LPUWFSampler:
 
     def __init__(
         self,
-        scheduler: str | Scheduler = "ddim",
-        num_inference_steps: int = 50,
-        num_samples: int = 1,
-        seed: int = 0,
-        clip_sample: bool = False,
-        eta: float = 0.0,
+        scheduler: str | Scheduler = INFERENCE_DEFAULTS["scheduler"],
+        num_inference_steps: int = INFERENCE_DEFAULTS["num_inference_steps"],
+        num_samples: int = INFERENCE_DEFAULTS["num_samples"],
+        seed: int = INFERENCE_DEFAULTS["seed"],
+        clip_sample: bool = INFERENCE_DEFAULTS["clip_sample"],
+        eta: float = INFERENCE_DEFAULTS["eta"],
         conditioning_scale: float = 1.0,
         aggregate: str = "mean",
         pad_value: float = -1.0,
         clamp_output: bool = True,
         return_samples: bool = False,
         progress: bool = False,
+        decode_tile: int | None = 128,
+        denoise_tile: int | None = 256,
+        tile_overlap: int = 16,
+        check_memory: bool = True,
         scheduler_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if num_inference_steps < 1 or num_samples < 1:
             raise ValueError("num_inference_steps and num_samples must be >= 1.")
         if isinstance(scheduler, str):
             look_up_option(scheduler.lower(), SCHEDULERS)
+        for name, tile in (("decode_tile", decode_tile), ("denoise_tile", denoise_tile)):
+            if tile is not None and int(tile) <= tile_overlap:
+                raise ValueError(f"{name}={tile} must be larger than tile_overlap={tile_overlap} (or None).")
+        if tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}.")
         self.scheduler = scheduler
         self.num_inference_steps = int(num_inference_steps)
         self.num_samples = int(num_samples)
@@ -111,6 +167,10 @@ class LPUWFSampler:
         self.clamp_output = clamp_output
         self.return_samples = return_samples
         self.progress = progress and has_tqdm
+        self.decode_tile = None if decode_tile is None else int(decode_tile)
+        self.denoise_tile = None if denoise_tile is None else int(denoise_tile)
+        self.tile_overlap = int(tile_overlap)
+        self.check_memory = check_memory
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
 
     def make_scheduler(self, model: nn.Module) -> Scheduler:
@@ -145,7 +205,7 @@ class LPUWFSampler:
         flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last dim first
         return (F.pad(slo, flat, mode="constant", value=value) if any(flat) else slo), crop
 
-    def _step_kwargs(self, scheduler: Scheduler, generator: torch.Generator) -> dict[str, Any]:
+    def _step_kwargs(self, scheduler: Scheduler, generator: torch.Generator | None) -> dict[str, Any]:
         params = inspect.signature(scheduler.step).parameters
         kwargs: dict[str, Any] = {}
         if "generator" in params:
@@ -154,11 +214,35 @@ class LPUWFSampler:
             kwargs["eta"] = self.eta
         return kwargs
 
-    def __call__(self, slo: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor | None]:
+    def tiling(self, model: nn.Module, image_spatial: Sequence[int]) -> dict[str, list]:
+        """The latent windows of the decoder and of the denoiser for a padded image size (one window: no tiling)."""
+        model = getattr(model, "module", model)
+        latent = [int(s) // model.downsample_factor for s in image_spatial]
+        multiple = model.size_divisor // model.downsample_factor
+        return {
+            "decode": tile_windows(latent, self.decode_tile, self.tile_overlap),
+            "denoise": tile_windows(latent, self.denoise_tile, self.tile_overlap, multiple),
+        }
+
+    def memory_estimate(self, model: nn.Module, batch: int, image_spatial: Sequence[int]) -> int:
+        """Rough peak memory in bytes (beyond the weights) of one call on ``batch`` images of this size."""
+        model = getattr(model, "module", model)
+        divisor = model.size_divisor
+        padded = [int(s) + (-int(s)) % divisor for s in image_spatial]
+        windows = self.tiling(model, padded)
+        return estimate_generation_memory(
+            model, batch, padded, windows["decode"], windows["denoise"], self.num_samples
+        )
+
+    def __call__(
+        self, slo: torch.Tensor, model: nn.Module, ids: Sequence[str | int | None] | None = None
+    ) -> dict[str, torch.Tensor | None]:
         """
         Args:
             slo: SLO images (B, 3, H, W) in [-1, 1], any H, W.
             model: an :class:`~monai_lpuwf.networks.LPUWFModel` (or a DDP wrapper of it).
+            ids: optional identity of each image (e.g. its file name), mixed into its seed by :func:`item_seed`;
+                ``None``: every image's noise comes from the seed alone.
 
         Returns:
             ``{"pred": (B, 1, H, W), "pred_std": (B, 1, H, W) or None}`` (+ ``"samples"`` if asked).
@@ -168,11 +252,13 @@ class LPUWFSampler:
             raise ValueError(
                 f"expected SLO images (B, {model.config['condition_channels']}, *spatial), got shape {tuple(slo.shape)}."
             )
+        if ids is not None and len(ids) != slo.shape[0]:
+            raise ValueError(f"got {len(ids)} ids for a batch of {slo.shape[0]} images; give one id per image.")
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                samples = self._sample(torch.as_tensor(slo).float(), model)
+                samples = self._sample(torch.as_tensor(slo).float(), model, ids)
         finally:
             model.train(was_training)
         if self.aggregate == "first":
@@ -189,25 +275,82 @@ class LPUWFSampler:
             out["samples"] = samples
         return out
 
-    def _sample(self, slo: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    def _sample(self, slo: torch.Tensor, model: nn.Module, ids: Sequence[str | int | None] | None) -> torch.Tensor:
         device = next(model.parameters()).device
         slo = slo.to(device)
+        batch = slo.shape[0]
         slo_p, crop = self._pad(slo, model.size_divisor, self.pad_value)
-        cond = model.autoencoder.encode_condition(slo_p) if model.autoencoder.condition_encoder is not None else None
-        latent_shape = (slo.shape[0], model.latent_channels) + tuple(s // model.downsample_factor for s in slo_p.shape[2:])
+        windows = self.tiling(model, slo_p.shape[2:])
+        if self.check_memory:
+            needed = estimate_generation_memory(
+                model, batch, slo_p.shape[2:], windows["decode"], windows["denoise"], self.num_samples
+            )
+            check_memory(
+                needed,
+                device,
+                f"generating {batch} image(s) of {' x '.join(str(s) for s in slo.shape[2:])} "
+                f"({len(windows['denoise'])} denoising and {len(windows['decode'])} decoding tile(s))",
+                f"use smaller tiles (decode_tile={self.decode_tile}, denoise_tile={self.denoise_tile} latent pixels), "
+                "one image per batch, or a machine with more memory; check_memory=False skips this check.",
+            )
+        whole_decode = len(windows["decode"]) == 1
+        with_cond = model.autoencoder.condition_encoder is not None
+        # untiled: the gated SLO features once for all draws; tiled: each tile encodes its own SLO crop
+        cond = (model.autoencoder.encode_condition(slo_p) if whole_decode else slo_p) if with_cond else None
+        latent_shape = (1, model.latent_channels) + tuple(s // model.downsample_factor for s in slo_p.shape[2:])
+        n_den, n_dec = len(windows["denoise"]), len(windows["decode"])
+        bar = None
+        if self.progress:
+            total = self.num_samples * (self.num_inference_steps * n_den + n_dec)
+            bar = tqdm(total=total, desc="sampling", unit="tile" if n_den > 1 or n_dec > 1 else "step", leave=False)
         draws = []
-        for k in range(self.num_samples):
-            scheduler = self.make_scheduler(model)
-            generator = torch.Generator(device=device).manual_seed(self.seed + k)
-            step_kwargs = self._step_kwargs(scheduler, generator)
-            x = torch.randn(latent_shape, generator=generator, device=device)
-            timesteps = scheduler.timesteps
-            if self.progress:
-                timesteps = tqdm(timesteps, desc=f"sample {k + 1}/{self.num_samples}")
-            for t in timesteps:
-                t_batch = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
-                eps = model.denoise(x, t_batch, slo_p, conditioning_scale=self.conditioning_scale)
-                x, _ = scheduler.step(eps, int(t), x, **step_kwargs)
-            image = model.decode_latents(x, cond)[tuple(crop)]
-            draws.append(image.clamp(-1, 1) if self.clamp_output else image)
+        try:
+            for k in range(self.num_samples):
+                scheduler = self.make_scheduler(model)
+                generators = [
+                    torch.Generator(device=device).manual_seed(item_seed(self.seed + k, None if ids is None else ids[i]))
+                    for i in range(batch)
+                ]
+                step_kwargs = [self._step_kwargs(scheduler, g) for g in generators]
+                per_item = "generator" in step_kwargs[0]
+                x = torch.cat([torch.randn(latent_shape, generator=g, device=device) for g in generators])
+                steps = len(scheduler.timesteps)
+                for s, t in enumerate(scheduler.timesteps):
+                    t_batch = torch.full((batch,), int(t), device=device, dtype=torch.long)
+
+                    def on_tile(i: int, n: int, s: int = s, k: int = k) -> None:
+                        if bar is not None:
+                            bar.set_postfix_str(
+                                f"sample {k + 1}/{self.num_samples} step {s + 1}/{steps}"
+                                + (f" tile {i}/{n}" if n > 1 else ""),
+                                refresh=False,
+                            )
+                            bar.update(1)
+
+                    eps = denoise_tiled(
+                        model, x, t_batch, slo_p, None if n_den == 1 else self.denoise_tile, self.tile_overlap,
+                        self.conditioning_scale, on_tile,
+                    )  # fmt: skip
+                    if per_item:  # each image's step noise from its own generator
+                        x = torch.cat(
+                            [scheduler.step(eps[i : i + 1], int(t), x[i : i + 1], **step_kwargs[i])[0] for i in range(batch)]
+                        )
+                    else:
+                        x, _ = scheduler.step(eps, int(t), x, **step_kwargs[0])
+
+                def on_decode(i: int, n: int, k: int = k) -> None:
+                    if bar is not None:
+                        bar.set_postfix_str(f"sample {k + 1}/{self.num_samples} decoding tile {i}/{n}", refresh=False)
+                        bar.update(1)
+
+                if whole_decode:
+                    image = model.decode_latents(x, cond)
+                    on_decode(1, 1)
+                else:
+                    image = decode_tiled(model, x, cond, self.decode_tile, self.tile_overlap, on_decode)
+                image = image[tuple(crop)]
+                draws.append(image.clamp(-1, 1) if self.clamp_output else image)
+        finally:
+            if bar is not None:
+                bar.close()
         return torch.stack(draws)

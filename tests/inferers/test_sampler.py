@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,12 +17,13 @@ def _slo(shape, seed=0):
 
 def _manual_ddim(model, slo, steps, seed):
     """Oracle: the generation loop written out with MONAI's DDIMScheduler (no clipping), SLO at full resolution
-    for the ControlNet and through the gated encoder for the decoder."""
+    for the ControlNet and through the gated encoder for the decoder; each image's noise from its own generator
+    seeded with ``seed``."""
     sched = DDIMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02, clip_sample=False)
     sched.set_timesteps(steps)
     gen = torch.Generator().manual_seed(seed)
     b, _, h, w = slo.shape
-    x = torch.randn((b, 4, h // 4, w // 4), generator=gen)
+    x = torch.cat([torch.randn((1, 4, h // 4, w // 4), generator=torch.Generator().manual_seed(seed)) for _ in range(b)])
     with torch.no_grad():
         for t in sched.timesteps:
             tt = torch.full((b,), int(t), dtype=torch.long)
@@ -130,3 +133,76 @@ def test_errors(tiny_model):
         LPUWFSampler(num_inference_steps=1)(torch.zeros(1, 1, 32, 32), tiny_model)
     with pytest.raises(ValueError, match="exceeds"):
         LPUWFSampler(num_inference_steps=2000)(torch.zeros(1, 3, 32, 32), tiny_model)
+
+
+@pytest.mark.parametrize("scheduler, kwargs", [("ddim", {"eta": 0.5}), ("ddpm", {})])
+def test_an_images_output_does_not_depend_on_its_batch(tiny_model, scheduler, kwargs):
+    """Issue 11 (9): the same SLO alone, second in a batch of 3 with other SLOs, and in batches of 2 gives the same
+    image (step noise included: DDIM with eta > 0, DDPM); before, the batch shared one generator."""
+    a, b, c = _slo((1, 3, 32, 32), 1), _slo((1, 3, 32, 32), 2), _slo((1, 3, 32, 32), 3)
+    sampler = LPUWFSampler(scheduler, num_inference_steps=3, num_samples=2, seed=4, **kwargs)
+    with pytest.warns(UserWarning, match="consecutive") if scheduler == "ddpm" else _no_warning():
+        alone = [sampler(x, tiny_model)["pred"] for x in (a, b, c)]
+        three = sampler(torch.cat([c, a, b]), tiny_model)["pred"]
+        two = sampler(torch.cat([b, c]), tiny_model)["pred"]
+    torch.testing.assert_close(three[1:2], alone[0])
+    torch.testing.assert_close(three[2:3], alone[1])
+    torch.testing.assert_close(three[0:1], alone[2])
+    torch.testing.assert_close(two, torch.cat([alone[1], alone[2]]))
+
+
+def test_item_identity_seeds(tiny_model):
+    """With ids (LPUWFInferer(id_key="filename_or_obj"): the file names), identical SLOs get different noise,
+    and an image's output still does not depend on its batch; item_seed is stable across processes."""
+    from monai.data import MetaTensor
+
+    from monai_lpuwf.inferers import LPUWFInferer, item_seed
+
+    assert item_seed(3) == 3 and item_seed(3, "7.bmp") == item_seed(3, "7.bmp") != item_seed(4, "7.bmp")
+    digest = hashlib.sha256(b"0/7.bmp").digest()  # not Python's per-process hash
+    assert item_seed(0, "7.bmp") == int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    a, b = _slo((1, 3, 32, 32), 1), _slo((1, 3, 32, 32), 2)
+    batch = MetaTensor(torch.cat([a, a, b]), meta={"filename_or_obj": ["/x/1.png", "/y/2.png", "/x/3.png"]})
+    batch.is_batch = True
+    inferer = LPUWFInferer(scheduler="ddim", num_inference_steps=2, seed=1, id_key="filename_or_obj")
+    out = inferer(batch, tiny_model)
+    assert float((out[0] - out[1]).abs().max()) > 1e-3  # same SLO, other name: other noise
+    single = MetaTensor(b, meta={"filename_or_obj": "/elsewhere/3.png"})
+    torch.testing.assert_close(out[2:3].as_tensor(), inferer(single, tiny_model).as_tensor())
+    plain = LPUWFInferer(scheduler="ddim", num_inference_steps=2, seed=1)(batch, tiny_model)
+    torch.testing.assert_close(plain[0], plain[1])  # no identity: the seed alone
+    with pytest.raises(ValueError, match="one id per image"):
+        LPUWFSampler(num_inference_steps=1)(torch.cat([a, b]), tiny_model, ids=["1"])
+
+
+def test_step_progress_counts_steps_and_tiles(tiny_model, monkeypatch):
+    """Issue 12 (4): one bar over every denoising step (times denoising tiles) and decoded tile, with the step,
+    sample and tile in its text (tqdm shows the rate and the ETA)."""
+    import monai_lpuwf.inferers.sampler as sampler_module
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total, self.n, self.texts, self.closed = total, 0, [], False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix_str(self, text, refresh=True):
+            self.texts.append(text)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(sampler_module, "tqdm", Bar)
+    slo = _slo((1, 3, 256, 192))
+    LPUWFSampler(num_inference_steps=2, num_samples=2, progress=True, decode_tile=32, denoise_tile=32,
+                 tile_overlap=8)(slo, tiny_model)  # fmt: skip
+    (bar,) = bars
+    assert bar.total == bar.n == 2 * (2 * 6 + 6) and bar.closed
+    assert "sample 1/2 step 1/2 tile 1/6" in bar.texts and "sample 2/2 decoding tile 6/6" in bar.texts
+    bars.clear()
+    LPUWFSampler(num_inference_steps=3, progress=True)(_slo((1, 3, 32, 32)), tiny_model)
+    assert bars[0].total == bars[0].n == 3 + 1 and bars[0].texts[-2] == "sample 1/1 step 3/3"

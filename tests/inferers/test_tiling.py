@@ -1,0 +1,149 @@
+"""Latent tiling for large frames: seam-free blending (exact on a known function), exact when one tile covers the
+frame, small changes on a whole 853 x 682 frame, linear tile counts, and the memory check before a frame starts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import monai_lpuwf.inferers.tiling as tiling
+from monai_lpuwf.inferers import LPUWFSampler, decode_tiled, denoise_tiled, tile_windows
+from monai_lpuwf.inferers.tiling import blend_tiles, blend_window
+from monai_lpuwf.networks import build_model
+
+# stated in bundle/docs/README.md: change by tiling (128-latent tiles, overlap 16) of a whole 853 x 682 frame with a
+# random model. Decoded image, [-1, 1] scale (N(0, 1) latents; measured max 0.064, mean 0.0043); denoiser output
+# relative to its standard deviation (measured max 0.19, mean 0.014).
+DECODE_MAX, DECODE_MEAN = 0.1, 0.01
+DENOISE_MAX, DENOISE_MEAN = 0.3, 0.02
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    """The tiny topology with every zero-initialised weight made random (MONAI zero-initialises the U-Net's output
+    convolution, which would make the denoiser's output 0 whatever the tiling)."""
+    torch.manual_seed(0)
+    model = build_model(
+        "small",
+        autoencoder={"channels": (8, 8, 16), "norm_num_groups": 4},
+        unet={"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
+        controlnet={"conditioning_embedding_num_channels": (4, 8, 8)},
+        scale_factor=0.5,
+    ).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            if float(p.abs().max()) == 0.0:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def _rand(shape, seed):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_windows_cover_the_grid_with_the_overlap_and_multiple():
+    windows = tile_windows((216, 176), 64, 16, multiple=8)
+    covered = torch.zeros(216, 176)
+    for w in windows:
+        assert all((s.stop - s.start) == 64 and s.start % 8 == 0 for s in w)
+        covered[w] += 1
+    assert covered.min() >= 1
+    assert [w[0].start for w in windows[:: len(tile_windows((176,), 64, 16, 8))]] == [0, 48, 96, 144, 152]
+    assert tile_windows((40, 30), 64, 16) == [(slice(0, 40), slice(0, 30))]
+    assert tile_windows((40, 30), None, 16) == [(slice(0, 40), slice(0, 30))]
+    with pytest.raises(ValueError, match="overlap"):
+        tile_windows((200, 200), 64, 64)
+
+
+def test_tile_count_grows_linearly_with_pixels():
+    counts = [len(tile_windows((s, s), 128, 16)) for s in (1024, 2048, 4096)]
+    assert counts[1] / counts[0] == pytest.approx(4, rel=0.15) and counts[2] / counts[1] == pytest.approx(4, rel=0.1)
+
+
+def test_blending_is_seam_free_and_exact_for_a_shift_invariant_function():
+    """Tiles that agree on the overlap (here: crops of one image, upsampled x4) blend back to that image exactly,
+    and every window is positive and continuous (no hard edge inside the frame)."""
+    spatial = (50, 70)
+    frame = torch.rand((2, 3) + tuple(4 * s for s in spatial), generator=torch.Generator().manual_seed(0))
+    windows = tile_windows(spatial, 24, 8)
+    assert len(windows) == 3 * 4
+    seen = []
+    out = blend_tiles(
+        lambda w: frame[(slice(None), slice(None)) + tuple(slice(4 * s.start, 4 * s.stop) for s in w)],
+        windows, spatial, 8, scale=4, on_tile=lambda i, n: seen.append((i, n)),
+    )  # fmt: skip
+    torch.testing.assert_close(out, frame)
+    assert seen == [(i + 1, 12) for i in range(12)]
+    weights = blend_window(windows[5], spatial, 8, 4)
+    assert float(weights.min()) > 0 and float(weights.max()) == 1.0
+    assert float(weights.diff(dim=0).abs().max()) < 0.1 and float(weights.diff(dim=1).abs().max()) < 0.1
+
+
+def test_one_tile_covering_the_frame_is_the_untiled_computation(random_model):
+    z = _rand((1, 4, 24, 40), 1)
+    slo = _rand((1, 3, 96, 160), 2)
+    with torch.no_grad():
+        torch.testing.assert_close(decode_tiled(random_model, z, slo, 64, 16), random_model.decode_latents(z, slo))
+        t = torch.full((1,), 500, dtype=torch.long)
+        torch.testing.assert_close(denoise_tiled(random_model, z, t, slo, 64, 16), random_model.denoise(z, t, slo))
+
+
+def test_tiling_changes_a_native_853_x_682_frame_by_less_than_the_stated_tolerance(random_model):
+    """The whole native frame (padded to 864 x 704: 216 x 176 latents) in 128-latent tiles (the default decoder
+    tile, and the training crop size) vs at once: decoded image and one denoiser output."""
+    z = torch.randn((1, 4, 176, 216), generator=torch.Generator().manual_seed(3))
+    slo = _rand((1, 3, 704, 864), 4)
+    t = torch.full((1,), 700, dtype=torch.long)
+    with torch.no_grad():
+        decoded = (decode_tiled(random_model, z, slo, 128, 16) - random_model.decode_latents(z, slo)).abs()
+        eps = denoise_tiled(random_model, z, t, slo, 128, 16)
+        eps_whole = random_model.denoise(z, t, slo)
+    assert 0 < float(decoded.max()) < DECODE_MAX and float(decoded.mean()) < DECODE_MEAN
+    relative = (eps - eps_whole).abs() / eps_whole.std()
+    assert 0 < float(relative.max()) < DENOISE_MAX and float(relative.mean()) < DENOISE_MEAN
+
+
+def test_sampler_tiles_large_frames_only(random_model):
+    sampler = LPUWFSampler(num_inference_steps=1, decode_tile=32, denoise_tile=32, tile_overlap=8)
+    windows = sampler.tiling(random_model, (128, 128))  # 32 x 32 latents: one tile
+    assert len(windows["decode"]) == len(windows["denoise"]) == 1
+    windows = sampler.tiling(random_model, (256, 192))  # 64 x 48 latents
+    assert len(windows["decode"]) == 3 * 2 and len(windows["denoise"]) == 3 * 2
+    slo = _rand((1, 3, 200, 150), 6)
+    tiled = sampler(slo, random_model)["pred"]
+    whole = LPUWFSampler(num_inference_steps=1, decode_tile=None, denoise_tile=None)(slo, random_model)["pred"]
+    assert tiled.shape == whole.shape == (1, 1, 200, 150)
+    assert 0 < float((tiled - whole).abs().mean()) < 2 * DECODE_MEAN  # tiles of 32: 4x smaller than the default
+
+
+def test_memory_check_stops_before_starting_with_a_clear_message(random_model, monkeypatch):
+    sampler = LPUWFSampler(num_inference_steps=1)
+    small, optos = sampler.memory_estimate(random_model, 1, (682, 853)), sampler.memory_estimate(
+        random_model, 1, (3200, 4000)
+    )
+    assert 0 < small < optos < 30 * small  # tiled: ~ the whole-frame buffers, linear in pixels
+    untiled = LPUWFSampler(num_inference_steps=1, decode_tile=None, denoise_tile=None)
+    assert untiled.memory_estimate(random_model, 1, (3200, 4000)) > optos
+
+    calls = []
+
+    def denoise(*args, **kwargs):  # must not be reached
+        calls.append(1)
+        raise AssertionError
+
+    needed = sampler.memory_estimate(random_model, 1, (200, 150))
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed // 2)
+    monkeypatch.setattr(random_model, "denoise", denoise)
+    with pytest.raises(MemoryError, match=r"generating 1 image\(s\) of 200 x 150 .* needs about .* GiB .*decode_tile"):
+        sampler(_rand((1, 3, 200, 150), 0), random_model)
+    assert not calls
+    monkeypatch.setattr(tiling, "available_memory", lambda device: None)  # unknown: no check, generation runs
+    with pytest.raises(AssertionError):
+        sampler(_rand((1, 3, 200, 150), 0), random_model)
+    assert calls
+
+
+def test_available_memory_reads_the_system():
+    free = tiling.available_memory("cpu")
+    assert free is None or free > 2**20
