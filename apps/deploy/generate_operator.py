@@ -10,7 +10,7 @@ import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from monai_lpuwf.inference_io import load_generation_model
-from monai_lpuwf.inferers import LPUWFSampler
+from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFSampler
 from monai_lpuwf.transforms import UnsharpMask
 
 __all__ = ["LPUWFGenerateOperator", "resolve_model_file"]
@@ -54,7 +54,8 @@ class LPUWFGenerateOperator(Operator):
         fragment: the application.
         model_path: ``model.pt`` or a folder holding it (see :func:`resolve_model_file`).
         scheduler, num_inference_steps, num_samples, seed: :class:`~monai_lpuwf.inferers.LPUWFSampler` settings;
-            ``num_samples > 1`` adds the per-pixel standard deviation (uncertainty) map.
+            ``num_samples > 1`` adds the per-pixel standard deviation (uncertainty) map. Defaults:
+            ``monai_lpuwf.inferers.INFERENCE_DEFAULTS``.
         sharpen: unsharp-mask the SLO as the training transforms do (``sharpen`` in the bundle's common config).
         device: ``"cuda"``, ``"cpu"`` or ``None`` (CUDA when available).
 
@@ -67,9 +68,9 @@ class LPUWFGenerateOperator(Operator):
         fragment: Fragment,
         *args,
         model_path: str | Path,
-        scheduler: str = "ddim",
-        num_inference_steps: int = 50,
-        num_samples: int = 1,
+        scheduler: str = INFERENCE_DEFAULTS["scheduler"],
+        num_inference_steps: int = INFERENCE_DEFAULTS["num_inference_steps"],
+        num_samples: int = INFERENCE_DEFAULTS["num_samples"],
         seed: int = 0,
         sharpen: bool = True,
         device: str | None = None,

@@ -32,7 +32,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.utils.others.generic import strtobool
 
 from monai_lpuwf.inference_io import load_generation_model
-from monai_lpuwf.inferers import SCHEDULERS, LPUWFInferer
+from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS, LPUWFInferer
 from monai_lpuwf.transforms import save_uwf_image, uwf_inference_transforms
 
 __all__ = ["LateFAGenerationTask", "GENERATION_TYPE", "RESULT_EXTENSIONS"]
@@ -67,7 +67,8 @@ class LateFAGenerationTask(BasicInferTask):
 
     Args:
         model_path: the bundle's ``models/model.pt`` (``{"model": state_dict, "config": ...}``).
-        scheduler, num_inference_steps, num_samples, seed: default sampler settings.
+        scheduler, num_inference_steps, num_samples, seed: default sampler settings (defaults:
+            ``monai_lpuwf.inferers.INFERENCE_DEFAULTS``).
         sharpen: unsharp-mask the SLO (the bundle's ``sharpen``; must match the training run).
         preload: load the model at start-up instead of at the first request.
         description: shown by ``/info``.
@@ -76,9 +77,9 @@ class LateFAGenerationTask(BasicInferTask):
     def __init__(
         self,
         model_path: str | os.PathLike,
-        scheduler: str = "ddim",
-        num_inference_steps: int = 50,
-        num_samples: int = 1,
+        scheduler: str = INFERENCE_DEFAULTS["scheduler"],
+        num_inference_steps: int = INFERENCE_DEFAULTS["num_inference_steps"],
+        num_samples: int = INFERENCE_DEFAULTS["num_samples"],
         seed: int = 0,
         sharpen: bool = True,
         preload: bool = False,
