@@ -7,19 +7,44 @@ A reader (or a run killed mid-write) never sees half a file, and the file ends w
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "default_file_mode"]
+__all__ = ["atomic_path", "current_umask", "default_file_mode"]
+
+_PROC_STATUS = "/proc/self/status"  # Linux >= 4.7: a "Umask:" line
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (safe while other threads create files).
+
+    ``os.umask`` can only read the umask by setting a new one; setting it even for an instant gives files that
+    other threads create meanwhile the wrong permissions. Read instead from ``/proc/self/status`` (Linux), or
+    where that is missing, from the mode of a probe file created ``0o777`` in a fresh private folder.
+    """
+    try:
+        with open(_PROC_STATUS) as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    folder = tempfile.mkdtemp(prefix=".lpuwf-umask-")
+    try:
+        probe = os.path.join(folder, "probe")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o777))
+        return 0o777 & ~stat.S_IMODE(os.stat(probe).st_mode)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    """The mode a plain ``open(path, "w")`` would give a new file under the current umask (``0o666 & ~umask``)."""
+    return 0o666 & ~current_umask()
 
 
 @contextmanager
