@@ -23,13 +23,19 @@ make_env() {  # make_env <dir>: fresh-or-existing venv with torch and the projec
 }
 
 # --- MONAI Label -------------------------------------------------------------------------------------------------
+# The install commands are the ```bash block under "## Install" of apps/monailabel/README.md, run as written (only
+# the environment's folder and the python that creates it are substituted), so the README is what CI tests. The
+# test tools come after the server's own import check: nothing they bring can hide a dependency the README misses.
 LABEL=$VENVS/.venv-label
-make_env "$LABEL"
-# monailabel declares torchvision and sam2 (unused by the app, and no torchvision build works with CPU torch
-# 2.13.0): install it without dependencies, then the ones it needs (pydicom 2 for pydicom-seg).
-"$LABEL/bin/python" -m pip install -q --no-deps monailabel==0.8.5
-"$LABEL/bin/python" -m pip install -q -r apps/monailabel/requirements.txt
-"$LABEL/bin/python" -c "import monailabel.main, monailabel.tasks.infer.basic_infer, monai_lpuwf; print('monailabel', monailabel.__version__)"
+LABEL_INSTALL=$(awk '/^## Install/{f=1} f&&/^```bash/{b=1;next} b&&/^```/{exit} b{print}' apps/monailabel/README.md)
+[ -n "$LABEL_INSTALL" ] || { echo "[apps.sh] no bash block under '## Install' in apps/monailabel/README.md" >&2; exit 1; }
+LABEL_INSTALL=${LABEL_INSTALL//.venv-label/$LABEL}
+LABEL_INSTALL=${LABEL_INSTALL//python3 -m venv/$PYTHON -m venv}
+printf '[apps.sh] MONAI Label install (apps/monailabel/README.md):\n%s\n' "$LABEL_INSTALL"
+PIP_QUIET=1 bash -euo pipefail -c "$LABEL_INSTALL"
+# what `monailabel start_server` imports (the app's own modules are imported by the test's server)
+"$LABEL/bin/python" -c "import monailabel.app, monailabel.tasks.infer.basic_infer, monai_lpuwf; print('monailabel', monailabel.__version__)"
+"$LABEL/bin/python" -m pip install -q "pytest>=8" "pytest-timeout>=2.3"
 stamp "MONAI Label environment ready"
 
 # --- MONAI Deploy ------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from monailabel.utils.others.generic import strtobool
 
 from monai_lpuwf.inference_io import load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS, LPUWFInferer
-from monai_lpuwf.transforms import save_uwf_image, uwf_inference_transforms
+from monai_lpuwf.transforms import UWFImageError, save_uwf_image, uwf_inference_transforms
 
 __all__ = ["LateFAGenerationTask", "GENERATION_TYPE", "RESULT_EXTENSIONS"]
 
@@ -145,6 +145,16 @@ class LateFAGenerationTask(BasicInferTask):
         if problems:
             raise HTTPException(status_code=400, detail="; ".join(problems) + ".")
 
+    def run_pre_transforms(self, data: dict[str, Any], transforms):
+        """Load and prepare the SLO; an image the loader cannot use is the client's error: HTTP 400 with its message."""
+        try:
+            return super().run_pre_transforms(data, transforms)
+        except Exception as e:
+            cause = _input_error(e)
+            if cause is None:
+                raise
+            raise HTTPException(status_code=400, detail=str(cause)) from e
+
     def inferer(self, data=None) -> Inferer:
         data = {**self._config, **(data or {})}
         return LPUWFInferer(
@@ -199,6 +209,17 @@ class LateFAGenerationTask(BasicInferTask):
                 "scale": "grey level / 255 = per-pixel standard deviation over the samples on the [-1, 1] scale",
             }
         return str(path), result
+
+
+def _input_error(error: BaseException) -> BaseException | None:
+    """The loader's own error in ``error``'s chain (MONAI wraps it in ``RuntimeError("applying transform ...")``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (UWFImageError, FileNotFoundError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _png_base64(std: torch.Tensor) -> str:

@@ -21,15 +21,25 @@ Start (see README.md beside this file)::
 
 Everything is read from local files: this app never contacts MONAI's model zoo (it does not go through
 MONAI Label's bundle download, whose default ``zoo_source`` queries the network even for a local bundle).
+
+Images: a request names an image of the studies datastore by its id (``?image=7``), or uploads one (``-F file=@``).
+A path on the server (as the id or as ``params.image``) is refused with HTTP 400, an unknown id with 404, and an
+image the loader cannot use with 400 and the loader's message (:meth:`LPUWFApp.infer`). MONAI Label 0.8.5 itself
+reads any existing path it is given; to tell an upload from a path, this app points the server process's temporary
+folder (where MONAI Label writes uploads) at a private folder of its own (:func:`private_upload_dir`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from generation_task import LateFAGenerationTask
 from monai.bundle import ConfigParser
 from monailabel.config import settings
@@ -38,6 +48,8 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.utils.others.generic import strtobool
+
+from monai_lpuwf.threads import set_default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +65,34 @@ _BUNDLE_DEFAULTS = {  # inference.json id -> task argument
 }
 _CONF_OVERRIDES = {"scheduler": ("scheduler", str), "steps": ("num_inference_steps", int),
                    "samples": ("num_samples", int), "seed": ("seed", int)}  # fmt: skip
+_UPLOAD_PREFIX = "lpuwf-label-uploads-"
+_HOW_TO_NAME_AN_IMAGE = (
+    "name an image of the studies datastore by its id (the file name without extension, e.g. ?image=7; "
+    "GET /datastore/?output=all lists them) or upload the file (-F file=@slo.bmp)"
+)
+
+
+def private_upload_dir() -> str:
+    """The server process's temporary folder, made private to this app (created once per process, mode 0700).
+
+    MONAI Label's ``/infer`` endpoint writes an uploaded file to ``tempfile.NamedTemporaryFile(...).name``; pointing
+    ``tempfile.tempdir`` here makes "a file directly in this folder" mean "an upload of this server" (random names
+    that a client cannot list), so that no other path on the server can pass for one. Removed at exit.
+    """
+    current = tempfile.gettempdir()
+    if os.path.basename(current).startswith(_UPLOAD_PREFIX) and os.path.isdir(current):
+        return current
+    folder = tempfile.mkdtemp(prefix=_UPLOAD_PREFIX)
+    tempfile.tempdir = folder
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _inside(path: str, folder: str | None) -> bool:
+    if not folder:
+        return False
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
 
 
 def resolve_model(model: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -85,6 +125,7 @@ class LPUWFApp(MONAILabelApp):
     """One inference task, ``lpuwf_late_fa`` (:class:`generation_task.LateFAGenerationTask`); no training."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        set_default_threads(conf.get("num_threads"))  # --conf num_threads N, else OMP_NUM_THREADS, else the default
         model_file, bundle_config = resolve_model(conf.get("model", os.path.join(app_dir, "model", "model.pt")))
         kwargs: dict[str, Any] = bundle_sampler_defaults(bundle_config)
         for key, (arg, cast) in _CONF_OVERRIDES.items():
@@ -101,6 +142,7 @@ class LPUWFApp(MONAILabelApp):
             model_file, preload=bool(strtobool(conf.get("preload", "false"))) and model_file.is_file(), **kwargs
         )
         logger.info(f"model: {model_file}; bundle config: {bundle_config}; task settings: {self.task.config()}")
+        self.upload_dir = private_upload_dir()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -123,3 +165,45 @@ class LPUWFApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         return {MODEL_NAME: self.task}
+
+    def resolve_image(self, image: Any, datastore: Datastore) -> tuple[str, str]:
+        """``(file, name for messages)`` of a request's ``image``: a datastore id, an upload, or a session image.
+
+        Raises:
+            HTTPException: 400 for a path on the server (or no image), 404 for an id that the datastore lacks.
+        """
+        if not isinstance(image, str) or not image:
+            raise HTTPException(status_code=400, detail=f"no image in the request: {_HOW_TO_NAME_AN_IMAGE}.")
+        uri = datastore.get_image_uri(image)  # "" unless ``image`` is an id of the datastore
+        if uri:
+            return uri, f"studies image '{image}'"
+        if os.path.isfile(image) and os.path.dirname(os.path.realpath(image)) == os.path.realpath(self.upload_dir):
+            return image, "the uploaded file"
+        sessions = settings.MONAI_LABEL_SESSION_PATH if self._sessions else None
+        if os.path.isfile(image) and _inside(image, sessions):
+            return image, "the session's image"
+        if os.path.isabs(image) or os.sep in image or "/" in image or os.path.exists(image):
+            raise HTTPException(
+                status_code=400,
+                detail=f"image '{image}' is a path; this server reads no files by path: {_HOW_TO_NAME_AN_IMAGE}.",
+            )
+        raise HTTPException(status_code=404, detail=f"no image '{image}' in the studies datastore: {_HOW_TO_NAME_AN_IMAGE}.")
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's ``infer`` on the image named by id or uploaded only (see :meth:`resolve_image`).
+
+        The task answers HTTP 400 with the loader's message for an image it cannot use; here the server's file name
+        in that message is replaced by the name the client knows (the id, or "the uploaded file").
+        """
+        datastore = datastore if datastore else self.datastore()
+        image, name = self.resolve_image(request.get("image"), datastore)
+        try:
+            return super().infer({**request, "image": image}, datastore)
+        except HTTPException as e:
+            if isinstance(e.detail, str):
+                e.detail = e.detail.replace(image, name).replace(os.path.realpath(image), name)
+            raise
+
+    def infer_wsi(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Whole images only (no WSI tiling): the same checked path as :meth:`infer`."""
+        return self.infer(request, datastore)

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -69,6 +70,9 @@ def server(demo_model_file, slo_file, tmp_path_factory):
     studies = work / "studies"
     studies.mkdir()
     shutil.copy(slo_file, studies / slo_file.name)
+    outside = work / "elsewhere" / f"secret{slo_file.suffix}"  # a readable image on the server, not in the studies
+    outside.parent.mkdir()
+    shutil.copy(slo_file, outside)
     bin_dir = Path(sys.executable).parent
     launcher = bin_dir / "monailabel"
     if not launcher.is_file():
@@ -106,7 +110,7 @@ def server(demo_model_file, slo_file, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"no answer from {url} in {STARTUP_TIMEOUT} s:\n{log_tail()}")
             time.sleep(1)
-        yield {"url": url, "studies": studies, "log": work / "server.log"}
+        yield {"url": url, "studies": studies, "log": work / "server.log", "outside": outside}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # the launcher's process group, started above
@@ -195,3 +199,51 @@ def test_bad_parameters_are_client_errors(server, slo_file):
     )
     assert response.status_code == 400
     assert "scheduler 'euler'" in response.json()["detail"] and "result_extension '.gif'" in response.json()["detail"]
+
+
+def _infer(server, image: str | None = None, params: dict | None = None, upload: Path | None = None):
+    query = {"output": "json", **({"image": image} if image is not None else {})}
+    files = {"file": (upload.name, upload.read_bytes())} if upload is not None else None
+    return requests.post(
+        f"{server['url']}/infer/{MODEL}",
+        params=query,
+        files=files,
+        data={"params": json.dumps({**(params or {}), "num_inference_steps": 1})},
+        timeout=REQUEST_TIMEOUT,
+    )
+
+
+def test_server_paths_are_refused(server, slo_file):
+    """Only datastore ids and uploads are read: a path on the server (as the id or as params.image, also one inside
+    the studies folder, also beside an upload) gets 400 with the app's message, never a generated image."""
+    outside = str(server["outside"])
+    inside = str(server["studies"] / slo_file.name)
+    cases = {
+        "absolute path as the id": _infer(server, image=outside),
+        "path into the studies as the id": _infer(server, image=inside),
+        "relative path as the id": _infer(server, image=f"../elsewhere/{server['outside'].stem}"),
+        "params.image beside an id": _infer(server, image=slo_file.stem, params={"image": outside}),
+        "params.image beside an upload": _infer(server, params={"image": outside}, upload=slo_file),
+    }
+    for case, response in cases.items():
+        assert response.status_code == 400, f"{case}: HTTP {response.status_code} {response.text[:300]}"
+        detail = response.json()["detail"]
+        assert "is a path" in detail and "?image=" in detail and "file=@" in detail, f"{case}: {detail}"
+
+
+def test_unknown_id_is_not_found(server):
+    response = _infer(server, image="no-such-slo")
+    assert response.status_code == 404, response.text[:300]
+    assert "no image 'no-such-slo' in the studies datastore" in response.json()["detail"]
+
+
+def test_corrupt_upload_gets_the_loader_message(server, tmp_path):
+    """An upload the loader cannot read: 400 with the project's message (not a bare 500), naming the upload rather
+    than the server's temporary file."""
+    broken = tmp_path / "broken.bmp"
+    broken.write_bytes(b"BM not really a bitmap")
+    response = _infer(server, upload=broken)
+    assert response.status_code == 400, response.text[:300]
+    detail = response.json()["detail"]
+    assert detail.startswith("the uploaded file") and re.search("corrupt|not an image|cannot be read", detail), detail
+    assert "lpuwf-label-uploads-" not in detail and "/tmp" not in detail, detail
