@@ -45,11 +45,11 @@ if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")  # a script: write files, open no window
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from monai.bundle import run as run_bundle
 from monai.utils import set_determinism
 
 from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.threads import set_default_threads
 from monai_lpuwf.transforms import LoadUWFImaged, RegisterElastixd
 
 QUICK = os.environ.get("LPUWF_TUTORIAL_QUICK", "0") == "1"
@@ -59,7 +59,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 HERE = Path(globals().get("__file__", Path.cwd() / "tutorials" / "01_quick_start.py")).resolve().parent
 BUNDLE_SRC = Path(os.environ.get("LPUWF_BUNDLE_DIR", HERE.parent / "bundle"))
 set_determinism(seed=0)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+set_default_threads()  # the project's CPU thread default (half the CPUs, 1 on 2 cores; OMP_NUM_THREADS overrides)
 
 
 def save(fig, name):

@@ -41,6 +41,7 @@ from monai.utils import first, set_determinism
 
 from monai_lpuwf.data import datalist_from_folder, generate_phantoms
 from monai_lpuwf.keys import UWFKeys
+from monai_lpuwf.threads import set_default_threads
 from monai_lpuwf.transforms import (
     CrossTemporalDifferenced,
     FieldOfViewd,
@@ -54,6 +55,7 @@ QUICK = os.environ.get("LPUWF_TUTORIAL_QUICK", "0") == "1"
 OUT = Path(os.environ.get("LPUWF_TUTORIAL_OUT", "tutorial_outputs/02_transforms")).resolve()
 OUT.mkdir(parents=True, exist_ok=True)
 set_determinism(seed=0)
+set_default_threads()  # the project's CPU thread default (OMP_NUM_THREADS overrides it)
 
 
 def save(fig, name):

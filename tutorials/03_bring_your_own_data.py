@@ -39,8 +39,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from monai_lpuwf.data import datalist_from_file, datalist_from_folder, generate_phantoms, write_datalist
+from monai_lpuwf.threads import set_default_threads
 from monai_lpuwf.transforms import FieldOfView, LoadUWFImaged, RegisterElastixd
 
+set_default_threads()  # the project's CPU thread default (OMP_NUM_THREADS overrides it)
 QUICK = os.environ.get("LPUWF_TUTORIAL_QUICK", "0") == "1"
 OUT = Path(os.environ.get("LPUWF_TUTORIAL_OUT", "tutorial_outputs/03_own_data")).resolve()
 OUT.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from monai_lpuwf.inference_io import load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFSampler
+from monai_lpuwf.threads import set_default_threads
 from monai_lpuwf.transforms import UnsharpMask
 
 __all__ = ["LPUWFGenerateOperator", "resolve_model_file"]
@@ -92,6 +93,7 @@ class LPUWFGenerateOperator(Operator):
         spec.output(self.output_name)
 
     def start(self) -> None:
+        set_default_threads()  # the project's CPU thread default (OMP_NUM_THREADS overrides it)
         self.model = load_generation_model(self.model_file, map_location=self.device).to(self.device)
         self._logger.info(f"loaded {self.model_file} on {self.device}")
 

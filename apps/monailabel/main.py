@@ -51,6 +51,8 @@ from monailabel.utils.others.generic import strtobool
 
 from monai_lpuwf.threads import set_default_threads
 
+from monai_lpuwf.threads import set_default_threads
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "lpuwf_late_fa"
@@ -125,6 +127,7 @@ class LPUWFApp(MONAILabelApp):
     """One inference task, ``lpuwf_late_fa`` (:class:`generation_task.LateFAGenerationTask`); no training."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        set_default_threads(conf.get("num_threads"))  # --conf num_threads N, else OMP_NUM_THREADS, else the default
         set_default_threads(conf.get("num_threads"))  # --conf num_threads N, else OMP_NUM_THREADS, else the default
         model_file, bundle_config = resolve_model(conf.get("model", os.path.join(app_dir, "model", "model.pt")))
         kwargs: dict[str, Any] = bundle_sampler_defaults(bundle_config)

@@ -6,6 +6,7 @@
 #   bash bundle/scripts/quickstart.sh                  # writes into bundle/ (models/, eval/, work/)
 #   BUNDLE_ROOT=/tmp/lpuwf bash bundle/scripts/quickstart.sh
 #   bash bundle/scripts/quickstart.sh --seed 1                 # extra overrides go to every training stage
+#                                  (--seed: training noise; --data_seed: the phantoms and their split)
 #   QUICKSTART_DRY_RUN=1 bash bundle/scripts/quickstart.sh     # print the commands only
 #
 # Each step is one plain `python -m monai.bundle run` command (the same commands as in bundle/docs/README.md),
@@ -17,9 +18,8 @@ BUNDLE_ROOT="${BUNDLE_ROOT:-$BUNDLE_DIR}"
 mkdir -p "$BUNDLE_ROOT"
 BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
 PYTHON="${PYTHON:-python}"
-# one PyTorch thread unless told otherwise: on 2 cores, a second spinning OpenMP thread makes each step up to ~40x
-# slower as soon as anything else runs on the machine (measured), and the small model gains little from it
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# PyTorch threads: the configs apply the project's default (monai_lpuwf.threads: half the CPUs, 1 on 2 cores);
+# OMP_NUM_THREADS=N or --num_threads N overrides it
 # demo data: 64 phantoms (48 train, 16 held out) generated at the training size, so that inference (which runs at
 # the native image size) sees the scale the model was trained on
 SIZE="${QUICKSTART_SIZE:-64}"
@@ -46,6 +46,8 @@ step() {
     local start=$SECONDS
     "$PYTHON" -m monai.bundle run "$@"
     echo "=== $title: done in $((SECONDS - start)) s"
+    # MONAI's notice about parsing config files (these are the project's own) once, not once per step
+    export PYTHONWARNINGS="ignore:parsing config_file${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
 }
 
 start_all=$SECONDS
@@ -63,7 +65,11 @@ step "[5/5] generate late-phase FA for the held-out phantoms" --config_file conf
 
 if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
 echo
-echo "Trained model: $BUNDLE_ROOT/models/model.pt"
 echo "Generated late-phase images ($BUNDLE_ROOT/work/output):"
 ls -1 "$BUNDLE_ROOT/work/output"
-echo "Total: $((SECONDS - start_all)) s"
+echo
+echo "Outputs of the main job (total $((SECONDS - start_all)) s):"
+echo "  trained model:      $BUNDLE_ROOT/models/model.pt (stage weights and checkpoints: $BUNDLE_ROOT/models/)"
+echo "  generated images:   $BUNDLE_ROOT/work/output/"
+echo "  TensorBoard logs:   $BUNDLE_ROOT/eval/<stage> (tensorboard --logdir $BUNDLE_ROOT/eval)"
+echo "  demo data:          $BUNDLE_ROOT/work/data/"

@@ -198,3 +198,28 @@ def test_seed_leaves_the_data_alone_and_data_seed_redraws_it(tmp_path, bundle, c
     redrawn = data(data_seed=1)
     assert {Path(item["slo"]).parent for item in redrawn}.isdisjoint({Path(item["slo"]).parent for item in reference})
     assert content(redrawn) != content(reference)
+
+
+def test_command_line_logs_are_quiet_and_name_the_outputs(tmp_path, bundle):
+    """``python -m monai.bundle run training`` of one tiny stage (4 epochs of 2 iterations, a checkpoint every
+    iteration): one checkpoint line per epoch, no "resuming" on a fresh run, the config notice once at most, and a
+    closing line naming the weights and the TensorBoard folder."""
+    import subprocess
+
+    root = bundle.new_bundle_root(tmp_path / "bundle")
+    done = subprocess.run(
+        bundle.cli_command(root, "autoencoder"), cwd=root, env=bundle.cli_env(), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    epochs = bundle.TINY_RUN["max_epochs"]
+    assert "Saved checkpoint at iteration" not in out
+    saves = [line for line in out.splitlines() if "checkpoint saved at iteration" in line]
+    assert len(saves) == epochs, saves
+    assert "Engine run resuming from iteration 0" not in out
+    assert out.count("parsing config_file") <= 1
+    closing = [line for line in out.splitlines() if "autoencoder finished:" in line]
+    assert len(closing) == 1, out[-3000:]
+    assert str(root / "models" / "model_autoencoder.pt") in closing[0]
+    assert f"TensorBoard logs: {root / 'eval' / 'autoencoder'}" in closing[0]
