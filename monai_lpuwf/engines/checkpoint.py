@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,10 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
+from monai_lpuwf.atomic_write import default_file_mode
+
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 
 __all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "ModelConfigRecord", "load_model", "load_stage_weights", "StageOrderError"]
 
@@ -39,9 +43,7 @@ class _AtomicDiskSaver(DiskSaver):  # type: ignore[misc,valid-type]
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:  # runs on the saving rank only
         super()._save_func(checkpoint, path, func)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(path, 0o666 & ~umask)
+        os.chmod(path, default_file_mode())
 
     def remove(self, filename: str) -> None:
         if self.filename is None:
@@ -74,6 +76,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
     interval_filename="checkpoint_last.pt"`` with the full training state (network, optimisers, trainer,
     scheduler, ...) for :class:`monai.handlers.CheckpointLoader`. On an evaluator, ``save_key_metric=True,
     key_metric_filename="model_best.pt"`` keeps the best model.
+
+    Best-model tracking across a resume: a key-metric saver is itself a checkpoint entry. Its ``state_dict()`` is
+    ``{"_saved": [(score, filename)], "best_metric": float, "best_metric_epoch": int}`` (Ignite's tracking list and
+    the evaluator's ``state.best_metric`` / ``state.best_metric_epoch``); listing it in the trainer's resumable
+    checkpoint (``save_dict`` of the interval saver and ``load_dict`` of :class:`ResumeCheckpointLoader`) restores
+    both on resume, so only a validation better than the best one before the interruption replaces
+    ``model_best.pt`` (without it the first validation after a resume always counts as the new best).
     """
 
     def __init__(
@@ -96,11 +105,43 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for checkpoint, filename in fixed_names:
             if checkpoint is not None:
                 checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, filename)
+        self._engine: Any = None
+        self._best: dict[str, Any] = {"best_metric": -1, "best_metric_epoch": -1}  # MONAI Workflow's initial values
 
     def attach(self, engine: Any) -> None:
         if self.engine_key is not None:
             self.save_dict[self.engine_key] = engine  # the Checkpoint objects share this dict
         super().attach(engine)
+        self._engine = engine
+        if self._key_metric_checkpoint is not None and self._best["best_metric_epoch"] != -1:
+            self._restore_best(engine)  # load_state_dict ran before attach
+
+    def state_dict(self) -> dict[str, Any]:
+        """Best-model tracking (key-metric savers): the saved ``(score, filename)`` list and the best metric/epoch.
+
+        Raises:
+            TypeError: the saver has no key-metric checkpoint (``save_key_metric=False``): nothing to resume.
+        """
+        if self._key_metric_checkpoint is None:
+            raise TypeError("only a key-metric AtomicCheckpointSaver (save_key_metric=True) has a resumable state.")
+        state = getattr(self._engine, "state", None)
+        best = {key: getattr(state, key, self._best[key]) for key in self._best}
+        return {
+            "_saved": [(float(p), str(f)) for p, f in self._key_metric_checkpoint.state_dict()["_saved"]],
+            "best_metric": float(best["best_metric"]),
+            "best_metric_epoch": int(best["best_metric_epoch"]),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (or MONAI's ``{"_saved": ...}`` of ``key_metric_save_state``) on resume."""
+        super().load_state_dict({"_saved": list(state_dict.get("_saved", []))})
+        self._best = {key: state_dict.get(key, value) for key, value in self._best.items()}
+        if self._engine is not None:
+            self._restore_best(self._engine)
+
+    def _restore_best(self, engine: Any) -> None:
+        engine.state.best_metric = self._best["best_metric"]
+        engine.state.best_metric_epoch = self._best["best_metric_epoch"]
 
     def exception_raised(self, engine: Any, e: Exception) -> None:
         if self.save_final_on_exception:
@@ -113,15 +154,24 @@ class ResumeCheckpointLoader(CheckpointLoader):
 
     Args:
         load_path: the rolling checkpoint written by :class:`AtomicCheckpointSaver` (``checkpoint_last.pt``).
-        load_dict: objects to restore (model, config record, optimisers, schedulers, discriminator...).
+        load_dict: objects to restore (model, config record, optimisers, schedulers, discriminator, the key-metric
+            :class:`AtomicCheckpointSaver` of the validator for the best-model tracking...).
         engine_key: key of the attached engine's state in the checkpoint (epoch, iteration; ``"trainer"``).
-        kwargs: :class:`~monai.handlers.CheckpointLoader` arguments (``map_location``, ``strict``...).
+        kwargs: :class:`~monai.handlers.CheckpointLoader` arguments (``map_location``, ``strict``). An exact resume
+            needs ``strict_shape=True`` (the default).
+
+    A checkpoint written before best-model tracking was saved (no entry for a key-metric saver of ``load_dict``)
+    still resumes, with a warning: the first validation after it then counts as the best.
 
     Raises (at the start of the run):
         FileNotFoundError: ``load_path`` does not exist, saying how to start the stage afresh instead.
+        RuntimeError: the file cannot be read (truncated, not a torch file), naming it.
+        ValueError: the checkpoint's epoch is beyond ``max_epochs``.
     """
 
     def __init__(self, load_path: str, load_dict: dict, engine_key: str | None = "trainer", **kwargs: Any) -> None:
+        if not kwargs.get("strict_shape", True):
+            raise ValueError("ResumeCheckpointLoader restores a run exactly: strict_shape=False is not supported.")
         super().__init__(load_path=load_path, load_dict=dict(load_dict), **kwargs)
         self.engine_key = engine_key
 
@@ -136,7 +186,26 @@ class ResumeCheckpointLoader(CheckpointLoader):
                 f"resume=true but there is no checkpoint '{self.load_path}' (a run of this stage writes it every "
                 "'save_interval' iterations); run without --resume True to start the stage from the beginning."
             )
-        super().__call__(engine)
+        checkpoint = _read_checkpoint(Path(self.load_path), self.map_location)
+        load_dict = dict(self.load_dict)
+        for key, obj in self.load_dict.items():
+            if isinstance(obj, AtomicCheckpointSaver) and key not in checkpoint:
+                warnings.warn(
+                    f"'{self.load_path}' has no '{key}' entry (written by an older version): the best validation "
+                    "metric before the interruption is unknown, so the first validation after this resume replaces "
+                    "the best model.",
+                    stacklevel=2,
+                )
+                del load_dict[key]
+        prior_max_epochs = engine.state.max_epochs  # as MONAI's CheckpointLoader: keep the configured max_epochs
+        Checkpoint.load_objects(to_load=load_dict, checkpoint=checkpoint, strict=self.strict)
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise ValueError(
+                f"the checkpoint '{self.load_path}' is at epoch {engine.state.epoch}, beyond max_epochs "
+                f"{prior_max_epochs}; resume with --max_epochs larger than {engine.state.epoch}."
+            )
+        engine.state.max_epochs = prior_max_epochs
+        self.logger.info(f"Restored all variables from {self.load_path}")
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

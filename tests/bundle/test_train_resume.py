@@ -112,3 +112,29 @@ def test_resume_without_a_checkpoint_names_the_file_and_the_fix(tmp_path, bundle
     error = bundle.raised_error(FileNotFoundError, bundle.run_stage, root, "autoencoder", resume=True)
     assert "there is no checkpoint" in str(error) and expected in str(error) and "--resume" in str(error)
     assert not Path(expected).exists(), "the failed run left a checkpoint that a second --resume would load"
+
+
+# the network's weights replaced by noise at the start of each epoch: the next validation is far worse
+WRECK_WEIGHTS = _run_with(
+    "__import__('ignite.engine', fromlist=['Events']).Events.EPOCH_STARTED",
+    "lambda engine: [p.data.normal_(0.0, 10.0) for p in @network.parameters()]",
+)
+
+
+def test_resume_keeps_the_best_model_against_a_worse_validation(tmp_path, bundle):
+    """Best validation PSNR and its epoch travel in checkpoint_last.pt: after a resume, only a better one replaces
+    model_best.pt (before, the first validation after a resume always counted as the new best)."""
+    root = bundle.new_bundle_root(tmp_path / "bundle")
+    bundle.run_stage(root, "autoencoder", max_epochs=1, val_interval=1)  # validation of epoch 1 -> model_best.pt
+    best = root / "models" / "autoencoder" / "model_best.pt"
+    first = best.read_bytes()
+    tracked = _last(root, "autoencoder")["best_metric"]
+    assert tracked["best_metric_epoch"] == 1 and tracked["best_metric"] == pytest.approx(tracked["_saved"][0][0])
+
+    wreck = _write(tmp_path / "wreck.json", WRECK_WEIGHTS)
+    bundle.run_stage(root, "autoencoder", [wreck], resume=True, max_epochs=2, val_interval=1)
+    psnr = bundle.scalars(root, "autoencoder", "val_psnr")
+    assert len(psnr) == 2 and psnr[1] < psnr[0], f"the second validation was not worse: {psnr}"
+    assert best.read_bytes() == first, "a worse validation after the resume replaced model_best.pt"
+    tracked = _last(root, "autoencoder")["best_metric"]
+    assert tracked["best_metric_epoch"] == 1 and tracked["best_metric"] == pytest.approx(psnr[0], rel=1e-5)
