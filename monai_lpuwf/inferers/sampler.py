@@ -108,11 +108,13 @@ class LPUWFSampler:
         clamp_output: clamp images to [-1, 1].
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
         progress: show a tqdm bar counting denoising steps (and tiles) and decoded tiles, with an ETA.
-        decode_tile: decode in latent tiles of this side (128 latent pixels = the 512 x 512 training crops)
-            when the latent grid is larger; ``None``: always whole frames.
-        denoise_tile: denoise in latent tiles of this side (rounded down to the U-Net's multiple) when the latent
-            grid is larger; ``None``: always whole frames.
-        tile_overlap: latent pixels shared by neighbouring tiles (blended over).
+        decode_tile: decode in latent tiles of at most this side (128 latent pixels = the 512 x 512 training
+            crops) when the latent grid is larger; ``None``: always whole frames.
+        decode_overlap: latent pixels shared by neighbouring decoder tiles (blended over).
+        denoise_tile: denoise in latent tiles of at most this side (rounded down to the U-Net's multiple) when the
+            latent grid is larger; ``None``: always whole frames.
+        denoise_overlap: latent pixels shared by neighbouring denoiser tiles (blended over; the U-Net's
+            receptive field is wider than the decoder's, hence a wider default).
         check_memory: estimate the memory needed before starting and stop with a clear ``MemoryError`` if the
             device (GPU memory, or available RAM) has less.
         scheduler_kwargs: more arguments of the scheduler (see :func:`build_scheduler`).
@@ -141,8 +143,9 @@ class LPUWFSampler:
         return_samples: bool = False,
         progress: bool = False,
         decode_tile: int | None = 128,
+        decode_overlap: int = 16,
         denoise_tile: int | None = 256,
-        tile_overlap: int = 16,
+        denoise_overlap: int = 32,
         check_memory: bool = True,
         scheduler_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -150,11 +153,11 @@ class LPUWFSampler:
             raise ValueError("num_inference_steps and num_samples must be >= 1.")
         if isinstance(scheduler, str):
             look_up_option(scheduler.lower(), SCHEDULERS)
-        for name, tile in (("decode_tile", decode_tile), ("denoise_tile", denoise_tile)):
-            if tile is not None and int(tile) <= tile_overlap:
-                raise ValueError(f"{name}={tile} must be larger than tile_overlap={tile_overlap} (or None).")
-        if tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}.")
+        for name, tile, overlap in (("decode", decode_tile, decode_overlap), ("denoise", denoise_tile, denoise_overlap)):
+            if overlap < 0 or (tile is not None and int(tile) <= overlap):
+                raise ValueError(
+                    f"{name}_tile={tile} must be larger than {name}_overlap={overlap} >= 0 (or {name}_tile=None)."
+                )
         self.scheduler = scheduler
         self.num_inference_steps = int(num_inference_steps)
         self.num_samples = int(num_samples)
@@ -168,8 +171,9 @@ class LPUWFSampler:
         self.return_samples = return_samples
         self.progress = progress and has_tqdm
         self.decode_tile = None if decode_tile is None else int(decode_tile)
+        self.decode_overlap = int(decode_overlap)
         self.denoise_tile = None if denoise_tile is None else int(denoise_tile)
-        self.tile_overlap = int(tile_overlap)
+        self.denoise_overlap = int(denoise_overlap)
         self.check_memory = check_memory
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
 
@@ -220,8 +224,8 @@ class LPUWFSampler:
         latent = [int(s) // model.downsample_factor for s in image_spatial]
         multiple = model.size_divisor // model.downsample_factor
         return {
-            "decode": tile_windows(latent, self.decode_tile, self.tile_overlap),
-            "denoise": tile_windows(latent, self.denoise_tile, self.tile_overlap, multiple),
+            "decode": tile_windows(latent, self.decode_tile, self.decode_overlap),
+            "denoise": tile_windows(latent, self.denoise_tile, self.denoise_overlap, multiple),
         }
 
     def memory_estimate(self, model: nn.Module, batch: int, image_spatial: Sequence[int]) -> int:
@@ -328,7 +332,7 @@ class LPUWFSampler:
                             bar.update(1)
 
                     eps = denoise_tiled(
-                        model, x, t_batch, slo_p, None if n_den == 1 else self.denoise_tile, self.tile_overlap,
+                        model, x, t_batch, slo_p, None if n_den == 1 else self.denoise_tile, self.denoise_overlap,
                         self.conditioning_scale, on_tile,
                     )  # fmt: skip
                     if per_item:  # each image's step noise from its own generator
@@ -347,7 +351,7 @@ class LPUWFSampler:
                     image = model.decode_latents(x, cond)
                     on_decode(1, 1)
                 else:
-                    image = decode_tiled(model, x, cond, self.decode_tile, self.tile_overlap, on_decode)
+                    image = decode_tiled(model, x, cond, self.decode_tile, self.decode_overlap, on_decode)
                 image = image[tuple(crop)]
                 draws.append(image.clamp(-1, 1) if self.clamp_output else image)
         finally:

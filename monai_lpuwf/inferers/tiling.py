@@ -34,13 +34,19 @@ __all__ = [
 Window = tuple[slice, ...]
 
 
-def _starts(size: int, tile: int, overlap: int, multiple: int) -> list[int]:
+def _spans(size: int, tile: int, overlap: int, multiple: int) -> list[slice]:
+    """Fewest tiles of at most ``tile`` covering ``size`` with at least ~``overlap`` shared, evenly spread (equal
+    lengths, a multiple of ``multiple``), so that a side a little longer than a tile costs little extra."""
     if size <= tile:
-        return [0]
-    stride = max(multiple, (tile - overlap) // multiple * multiple)
-    starts = list(range(0, size - tile, stride))
-    starts.append(size - tile)
-    return starts
+        return [slice(0, size)]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    while True:
+        length = min(tile, math.ceil((size + (count - 1) * overlap) / count / multiple) * multiple)
+        starts = [round(i * (size - length) / (count - 1) / multiple) * multiple for i in range(count)]
+        starts[-1] = size - length
+        if all(b - a <= length - min(overlap, multiple) for a, b in zip(starts, starts[1:])):
+            return [slice(b, b + length) for b in starts]
+        count += 1
 
 
 def tile_windows(spatial: Sequence[int], tile: int | None, overlap: int, multiple: int = 1) -> list[Window]:
@@ -48,10 +54,10 @@ def tile_windows(spatial: Sequence[int], tile: int | None, overlap: int, multipl
 
     Args:
         spatial: latent spatial size, e.g. ``(H, W)``; each must be a multiple of ``multiple``.
-        tile: tile side in latent pixels (rounded down to a multiple of ``multiple``); ``None``, or a tile at least
-            as large as a side, gives one window along that side.
-        overlap: latent pixels shared by neighbouring tiles (the last tile of a row is aligned to the frame's end,
-            so it may share more).
+        tile: largest tile side in latent pixels (rounded down to a multiple of ``multiple``); ``None``, or a tile
+            at least as large as a side, gives one window along that side. Along a longer side the fewest tiles
+            that fit are spread evenly (all of one length, at most ``tile``).
+        overlap: latent pixels shared by neighbouring tiles (about; at least ``overlap`` rounded to ``multiple``).
         multiple: tile sides and starts are multiples of it (the U-Net's own downsampling factor).
 
     Returns:
@@ -64,7 +70,7 @@ def tile_windows(spatial: Sequence[int], tile: int | None, overlap: int, multipl
         raise ValueError(f"tile size {tile} is smaller than the model's latent divisor {multiple}.")
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap must be in [0, tile size {tile}), got {overlap}.")
-    per_dim = [[slice(b, b + min(tile, s)) for b in _starts(s, tile, overlap, multiple)] for s in spatial]
+    per_dim = [_spans(s, tile, overlap, multiple) for s in spatial]
     windows: list[Window] = [()]
     for slices in per_dim:
         windows = [w + (s,) for w in windows for s in slices]

@@ -198,8 +198,8 @@ def test_step_progress_counts_steps_and_tiles(tiny_model, monkeypatch):
 
     monkeypatch.setattr(sampler_module, "tqdm", Bar)
     slo = _slo((1, 3, 256, 192))
-    LPUWFSampler(num_inference_steps=2, num_samples=2, progress=True, decode_tile=32, denoise_tile=32,
-                 tile_overlap=8)(slo, tiny_model)  # fmt: skip
+    LPUWFSampler(num_inference_steps=2, num_samples=2, progress=True, decode_tile=32, decode_overlap=8,
+                 denoise_tile=32, denoise_overlap=8)(slo, tiny_model)  # fmt: skip
     (bar,) = bars
     assert bar.total == bar.n == 2 * (2 * 6 + 6) and bar.closed
     assert "sample 1/2 step 1/2 tile 1/6" in bar.texts and "sample 2/2 decoding tile 6/6" in bar.texts
