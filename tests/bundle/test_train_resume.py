@@ -138,3 +138,16 @@ def test_resume_keeps_the_best_model_against_a_worse_validation(tmp_path, bundle
     assert best.read_bytes() == first, "a worse validation after the resume replaced model_best.pt"
     tracked = _last(root, "autoencoder")["best_metric"]
     assert tracked["best_metric_epoch"] == 1 and tracked["best_metric"] == pytest.approx(psnr[0], rel=1e-5)
+
+
+def test_checkpoint_without_best_metric_still_resumes(tmp_path, bundle):
+    """A checkpoint_last.pt written before best-model tracking resumes, with a warning saying what it means."""
+    root = bundle.new_bundle_root(tmp_path / "bundle")
+    bundle.run_stage(root, "autoencoder", max_epochs=1, val_interval=1)
+    path = root / "models" / "autoencoder" / "checkpoint_last.pt"
+    old = {k: v for k, v in _last(root, "autoencoder").items() if k != "best_metric"}
+    torch.save(old, path)
+    with pytest.warns(UserWarning, match="no 'best_metric' entry.*first validation after this resume"):
+        bundle.run_stage(root, "autoencoder", resume=True, max_epochs=2, val_interval=1)
+    assert _last(root, "autoencoder")["trainer"]["iteration"] == 2 * bundle.ITERATIONS_PER_EPOCH
+    assert _last(root, "autoencoder")["best_metric"]["best_metric_epoch"] == 2  # unknown before: epoch 2 counts as best
