@@ -51,8 +51,6 @@ from monailabel.utils.others.generic import strtobool
 
 from monai_lpuwf.threads import set_default_threads
 
-from monai_lpuwf.threads import set_default_threads
-
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "lpuwf_late_fa"
@@ -128,7 +126,6 @@ class LPUWFApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         set_default_threads(conf.get("num_threads"))  # --conf num_threads N, else OMP_NUM_THREADS, else the default
-        set_default_threads(conf.get("num_threads"))  # --conf num_threads N, else OMP_NUM_THREADS, else the default
         model_file, bundle_config = resolve_model(conf.get("model", os.path.join(app_dir, "model", "model.pt")))
         kwargs: dict[str, Any] = bundle_sampler_defaults(bundle_config)
         for key, (arg, cast) in _CONF_OVERRIDES.items():
@@ -190,7 +187,9 @@ class LPUWFApp(MONAILabelApp):
                 status_code=400,
                 detail=f"image '{image}' is a path; this server reads no files by path: {_HOW_TO_NAME_AN_IMAGE}.",
             )
-        raise HTTPException(status_code=404, detail=f"no image '{image}' in the studies datastore: {_HOW_TO_NAME_AN_IMAGE}.")
+        raise HTTPException(
+            status_code=404, detail=f"no image '{image}' in the studies datastore: {_HOW_TO_NAME_AN_IMAGE}."
+        )
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's ``infer`` on the image named by id or uploaded only (see :meth:`resolve_image`).
