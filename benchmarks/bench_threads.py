@@ -2,8 +2,8 @@
 
 For each thread count and each condition, a fresh subprocess (``OMP_NUM_THREADS`` set before ``torch`` is imported,
 as a user would) builds the small preset with random weights (the cost does not depend on the values) and
-generates whole frames of each size with DDIM (``--steps``), after one untimed 128 x 128 warm-up frame. The figure is the
-minimum over ``--repeats`` frames (on a shared machine other processes only ever add time). Conditions:
+generates whole frames of each size with DDIM (``--steps``), after one untimed 128 x 128 warm-up frame. The
+figure is the minimum over ``--repeats`` frames (on a shared machine other processes only ever add time). Conditions:
 
 - ``idle``: nothing else started by the benchmark (the load average is printed: on a shared machine "idle" means
   "no extra load");
@@ -97,7 +97,8 @@ def main() -> None:
     print("|---|---|" + "---|" * len(args.threads) + "---|")
     for condition in conditions:
         for w, h in args.sizes:
-            best = {r["threads"]: min(r["times"]) for r in rows if r["condition"] == condition and r["size"] == f"{w}x{h}"}
+            size = f"{w}x{h}"
+            best = {r["threads"]: min(r["times"]) for r in rows if r["condition"] == condition and r["size"] == size}
             rates = [1 / best[t] for t in args.threads]
             ratio = " / ".join(f"{rates[i] / rates[0]:.2f}" for i in range(1, len(rates)))
             print(f"| {condition} | {w}x{h} | " + " | ".join(f"{r:.3f}" for r in rates) + f" | {ratio} |")

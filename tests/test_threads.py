@@ -44,6 +44,7 @@ def test_every_entry_point_applies_the_default():
         config = json.loads((REPO / "bundle" / "configs" / name).read_text())
         assert "$monai_lpuwf.threads.set_default_threads(@num_threads)" in config["initialize"], name
         assert "num_threads" in config or name == "evaluate.json", name  # evaluate.json composes on inference.json
-    for path in ("apps/monailabel/main.py", "apps/deploy/generate_operator.py", *map(str, (REPO / "tutorials").glob("*.py"))):
+    tutorials = [str(p) for p in (REPO / "tutorials").glob("*.py")]
+    for path in ("apps/monailabel/main.py", "apps/deploy/generate_operator.py", *tutorials):
         text = (REPO / path).read_text()
         assert "set_default_threads(" in text and "torch.set_num_threads" not in text, path

@@ -3,9 +3,9 @@
 MONAI's :class:`~monai.handlers.CheckpointSaver` logs ``Saved checkpoint at iteration: N`` at every interval save
 (through the progress bars, every iteration with ``save_interval=1``), and Ignite logs ``Engine run resuming from
 iteration 0, epoch 0`` at the start of every MONAI workflow, fresh or not (MONAI sets ``max_epochs`` before the
-run, which Ignite takes for a resume; validators log it at every validation). :class:`RunLogHandler` filters both on the engine's logger, logs the last
-checkpoint save of each epoch once when the epoch ends, and when the run completes names where its outputs and
-TensorBoard logs are.
+run, which Ignite takes for a resume; validators log it at every validation). :class:`RunLogHandler` filters
+both on the engine's logger, logs the last checkpoint save of each epoch once when the epoch ends, and when the
+run completes names where its outputs and TensorBoard logs are.
 """
 
 from __future__ import annotations
