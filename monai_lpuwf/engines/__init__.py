@@ -10,9 +10,10 @@ from .checkpoint import (
     load_model,
     load_stage_weights,
 )
+from .diagnostics import ConditioningGapHandler
 from .determinism import DeterministicSeedHandler, derive_seed
 from .image_grid import ImageGridHandler, make_image_grid
-from .prepare_batch import AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
+from .prepare_batch import AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, PREDICTION_TYPES, get_batch_item
 from .progress import TrainingProgressBar
 from .scale_factor import ScaleFactorHandler, compute_scale_factor
 from .trainers import (
@@ -31,6 +32,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AutoencoderGanTrainer",
     "AutoencoderPrepareBatch",
+    "ConditioningGapHandler",
     "DeterministicSeedHandler",
     "ImageGridHandler",
     "KeyedPrepareBatch",
@@ -38,6 +40,7 @@ __all__ = [
     "ModelConfigRecord",
     "LatentDiffusionPrepareBatch",
     "LatentDiffusionTrainer",
+    "PREDICTION_TYPES",
     "ReconstructionInferer",
     "ResumeCheckpointLoader",
     "ScaleFactorHandler",

@@ -19,11 +19,14 @@ from typing import Any
 
 import torch
 from monai.engines.utils import DiffusionPrepareBatch, PrepareBatch
-from monai.utils import ensure_tuple
+from monai.utils import ensure_tuple, look_up_option
 
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = ["AutoencoderPrepareBatch", "LatentDiffusionPrepareBatch", "get_batch_item"]
+__all__ = ["AutoencoderPrepareBatch", "LatentDiffusionPrepareBatch", "PREDICTION_TYPES", "get_batch_item"]
+
+#: denoiser targets, named as MONAI's schedulers name them (``prediction_type``)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def get_batch_item(
@@ -90,9 +93,16 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
             :class:`monai_lpuwf.noise.LowFrequencyEnhancedNoise`; ``None`` = standard Gaussian noise.
         weight_key: key of a weight map (the CTRD map, image resolution) passed on as ``weight_map`` (stage 4).
         mask_key: key of a field-of-view mask passed on as ``mask``.
+        prediction_type: what the denoiser learns to output, as MONAI's schedulers name it: ``"epsilon"`` (the
+            noise; the paper), ``"v_prediction"`` (the velocity ``sqrt(a) * noise - sqrt(1 - a) * z``, Salimans &
+            Ho 2022; MONAI's :class:`~monai.engines.VPredictionPrepareBatch`) or ``"sample"`` (the clean latents).
+            It must match the sampler's scheduler: keep it in the model's ``schedule`` (``LPUWFModel.schedule``),
+            which both read.
+        scheduler: the training noise scheduler; needed for ``"v_prediction"`` (its ``get_velocity``).
 
     Returns (from ``__call__``):
-        ``(latents, target, (), kwargs)`` where ``target`` is the noise (epsilon prediction) and ``kwargs`` holds
+        ``(latents, target, (), kwargs)`` where ``target`` is the noise, the velocity or the latents (see
+        ``prediction_type``) and ``kwargs`` holds
         ``noise``, ``timesteps`` (B,), ``condition`` (the SLO, (B, 3, H, W)) and, when configured,
         ``weight_map`` (B, 1, H, W) and ``mask`` (B, 1, H, W).
     """
@@ -106,8 +116,14 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
         weight_key: str | None = None,
         mask_key: str | None = None,
+        prediction_type: str = "epsilon",
+        scheduler: Any = None,
     ) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps, condition_name=condition_key)
+        self.prediction_type = look_up_option(prediction_type, PREDICTION_TYPES)
+        if self.prediction_type == "v_prediction" and scheduler is None:
+            raise ValueError("prediction_type='v_prediction' needs the training noise scheduler (scheduler=...).")
+        self.scheduler = scheduler
         self.encoder = encoder
         self.image_key = image_key
         self.noise = noise
@@ -117,6 +133,14 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     def get_noise(self, images: torch.Tensor) -> torch.Tensor:
         """Latent-shaped noise: the configured generator, or standard Gaussian noise."""
         return torch.randn_like(images) if self.noise is None else self.noise(images)
+
+    def get_target(self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The regression target of ``prediction_type`` for clean latents ``images``."""
+        if self.prediction_type == "v_prediction":
+            return self.scheduler.get_velocity(images, noise, timesteps)
+        if self.prediction_type == "sample":
+            return images
+        return noise
 
     def __call__(
         self,

@@ -45,7 +45,18 @@ from monai_lpuwf.metrics.report import (
     write_scores_csv,
     write_summary_json,
 )
-from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
+from monai_lpuwf.metrics.sensitivity import (
+    conditioning_gap,
+    input_sensitivity,
+    pairwise_correlation,
+    predicted_clean_latents,
+)
+from monai_lpuwf.metrics.spectrum import (
+    band_log_spectral_distance,
+    log_spectral_distance,
+    plot_power_spectra,
+    radial_power_spectrum,
+)
 from monai_lpuwf.metrics.weights import resolve_weights_path
 
 __all__ = [
@@ -58,5 +69,6 @@ __all__ = [
     "difference_map", "lesion_mask", "compute_lpips", "GRID_COLUMNS", "EvaluationReport", "atomic_write_bytes",
     "figure_grid", "save_figure", "scores_to_records", "summarize_records", "write_scores_csv",
     "write_summary_json", "log_spectral_distance", "plot_power_spectra", "radial_power_spectrum",
-    "resolve_weights_path",
+    "resolve_weights_path", "conditioning_gap", "input_sensitivity", "pairwise_correlation",
+    "predicted_clean_latents", "band_log_spectral_distance",
 ]  # fmt: skip

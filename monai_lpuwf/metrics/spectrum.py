@@ -24,7 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["radial_power_spectrum", "log_spectral_distance", "plot_power_spectra"]
+__all__ = ["radial_power_spectrum", "log_spectral_distance", "band_log_spectral_distance", "plot_power_spectra"]
+
+#: frequency bands (cycles/pixel) of :func:`band_log_spectral_distance`: thirds of the Nyquist range
+SPECTRAL_BANDS = {"low": (0.0, 1 / 6), "mid": (1 / 6, 1 / 3), "high": (1 / 3, 0.5)}
 
 
 def radial_power_spectrum(images: torch.Tensor, num_bins: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +74,40 @@ def log_spectral_distance(generated: torch.Tensor, real: torch.Tensor, eps: floa
         raise ValueError(f"spectra have different numbers of rings: {g.shape[0]} and {r.shape[0]}.")
     diff = (torch.log10(g + eps) - torch.log10(r + eps)).abs()
     return float(diff[torch.isfinite(diff)].mean())
+
+
+def band_log_spectral_distance(
+    generated: torch.Tensor,
+    real: torch.Tensor,
+    freqs: torch.Tensor,
+    bands: dict[str, tuple[float, float]] | None = None,
+    eps: float = 1e-12,
+) -> dict[str, float]:
+    """:func:`log_spectral_distance` within frequency bands: is the error in the coarse layout or in the detail?
+
+    Args:
+        generated: (B, N) radial spectra of generated images; real: (M, N) of real images (same rings).
+        freqs: (N,) ring centres in cycles/pixel (from :func:`radial_power_spectrum`).
+        bands: ``{name: (low, high)}`` in cycles/pixel, ``low <= f < high`` (the last band includes 0.5);
+            default :data:`SPECTRAL_BANDS` (low / mid / high thirds of the Nyquist range).
+        eps: floor added to the power before the logarithm.
+
+    Returns:
+        ``{name: mean |log10 P_generated - log10 P_real|}`` over the rings of each band (NaN for a band with no
+        ring, e.g. "high" on very small images).
+    """
+    generated, real = torch.as_tensor(generated).double(), torch.as_tensor(real).double()
+    g = generated.reshape(-1, generated.shape[-1]).mean(0)
+    r = real.reshape(-1, real.shape[-1]).mean(0)
+    freqs = torch.as_tensor(freqs).double()
+    if not g.shape == r.shape == freqs.shape:
+        raise ValueError(f"spectra and freqs must have the same rings: {g.shape}, {r.shape}, {freqs.shape}.")
+    diff = (torch.log10(g + eps) - torch.log10(r + eps)).abs()
+    out = {}
+    for name, (lo, hi) in (bands or SPECTRAL_BANDS).items():
+        sel = (freqs >= lo) & ((freqs < hi) | ((hi >= 0.5) & (freqs <= hi))) & torch.isfinite(diff)
+        out[name] = float(diff[sel].mean()) if sel.any() else float("nan")
+    return out
 
 
 def plot_power_spectra(freqs: torch.Tensor, spectra: dict[str, torch.Tensor], title: str = "") -> plt.Figure:

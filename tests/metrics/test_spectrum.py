@@ -54,3 +54,16 @@ def test_plot_is_written(tmp_path):
     fig = plot_power_spectra(freqs, {"real late": p, "model": p[0] * 2})
     out = save_figure(fig, tmp_path / "spectrum.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_band_log_spectral_distance_per_band():
+    from monai_lpuwf.metrics import band_log_spectral_distance
+
+    freqs = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4, 0.5], dtype=torch.float64)
+    real = torch.ones(2, 6, dtype=torch.float64)
+    generated = torch.tensor([[10.0, 10.0, 1.0, 1.0, 100.0, 0.01]], dtype=torch.float64)  # log10 diffs 1 1 0 0 2 2
+    bands = band_log_spectral_distance(generated, real, freqs)
+    assert bands == pytest.approx({"low": 1.0, "mid": 0.0, "high": 2.0})
+    assert band_log_spectral_distance(real, real, freqs) == pytest.approx({"low": 0.0, "mid": 0.0, "high": 0.0})
+    with pytest.raises(ValueError, match="rings"):
+        band_log_spectral_distance(generated[:, :5], real, freqs)
