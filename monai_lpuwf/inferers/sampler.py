@@ -107,7 +107,8 @@ class LPUWFSampler:
         pad_value: value of the padding around the SLO.
         clamp_output: clamp images to [-1, 1].
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
-        progress: show a tqdm bar counting denoising steps (and tiles) and decoded tiles, with an ETA.
+        progress: on a terminal, show a tqdm bar counting denoising steps (times denoising tiles) and decoded tiles,
+            with the sample, step and tile in its text and the remaining time.
         decode_tile: decode in latent tiles of at most this side (128 latent pixels = the 512 x 512 training
             crops) when the latent grid is larger; ``None``: always whole frames.
         decode_overlap: latent pixels shared by neighbouring decoder tiles (blended over).
@@ -306,7 +307,9 @@ class LPUWFSampler:
         bar = None
         if self.progress:
             total = self.num_samples * (self.num_inference_steps * n_den + n_dec)
-            bar = tqdm(total=total, desc="sampling", unit="tile" if n_den > 1 or n_dec > 1 else "step", leave=False)
+            bar = tqdm(  # disable=None: only on a terminal (logs and captured output stay clean)
+                total=total, desc="sampling", unit="tile" if n_den > 1 or n_dec > 1 else "step", leave=False, disable=None
+            )
         draws = []
         try:
             for k in range(self.num_samples):

@@ -137,10 +137,11 @@ def blend_tiles(
     out = total = None
     for index, window in enumerate(windows):
         tile = fn(window)
-        if out is None:
-            out = tile.new_zeros(tile.shape[:2] + tuple(n * scale for n in spatial))
-            total = tile.new_zeros(tuple(n * scale for n in spatial))
-        weights = blend_window(window, spatial, overlap, scale).to(device=tile.device, dtype=tile.dtype)
+        if out is None:  # accumulate in float32 at least (tiles may come in bfloat16/float16 under autocast)
+            dtype = torch.promote_types(tile.dtype, torch.float32)
+            out = tile.new_zeros(tile.shape[:2] + tuple(n * scale for n in spatial), dtype=dtype)
+            total = tile.new_zeros(tuple(n * scale for n in spatial), dtype=dtype)
+        weights = blend_window(window, spatial, overlap, scale).to(device=tile.device, dtype=out.dtype)
         region = tuple(slice(s.start * scale, s.stop * scale) for s in window)
         out[(slice(None), slice(None)) + region] += tile * weights
         total[region] += weights  # type: ignore[index]
