@@ -5,7 +5,11 @@
   file name and the fix, and the run goes on with the other frames (or stops at once, ``on_bad_input="raise"``).
   It also groups the frames into batches of equal size and keys (:meth:`InferenceInputs.batch_sampler`), so
   whole native frames of different sizes can share a run with ``batch_size > 1``, and refuses an output folder
-  where an output would overwrite an input (:meth:`InferenceInputs.check_outputs`).
+  where an output would overwrite an input (:meth:`InferenceInputs.check_outputs`). Files in the output folder
+  named like outputs (``*_late.png``: an earlier run's outputs, e.g. with ``output_dir == input_dir``) are never
+  taken for inputs.
+* :func:`brief_input_errors`: on the command line, a bad input ends the command with its message (one line per bad
+  file: the file, the cause and the fix) and exit status 1, without a traceback unless ``--debug True``.
 * :func:`load_generation_model`: the trained model from a bundle ``model.pt``, optionally checked against a preset.
 * :class:`QuantizeIntensityd` and :func:`save_generated`: images written with MONAI's
   :class:`~monai.transforms.SaveImaged` in the orientation and size of the input (rows first, as
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,8 @@ __all__ = [
     "OUTPUT_DTYPES",
     "InferenceInputError",
     "InferenceInputs",
+    "brief_input_errors",
+    "input_error",
     "SizeGroupedBatchSampler",
     "QuantizeIntensity",
     "QuantizeIntensityd",
@@ -62,11 +69,75 @@ _NIFTI_EXTS = (".nii", ".nii.gz")
 
 
 class InferenceInputError(ValueError):
-    """Input frames that cannot be generated for; the message lists every file with its reason and fix."""
+    """Inputs of a generation run (frames, model file) that cannot be used; the message lists every file with its
+    reason and fix."""
+
+
+def input_error(error: BaseException | None) -> BaseException | None:
+    """The first error in ``error``'s chain that is a bad input of the user's (``monai.bundle`` wraps the errors
+    of config expressions in ``RuntimeError("Failed to evaluate ...")``): an unusable image or model file
+    (:class:`InferenceInputError`, :class:`~monai_lpuwf.transforms.UWFImageError`), an incomplete folder
+    (:class:`~monai_lpuwf.data.IncompleteTripletError`), a missing file or folder, an output that exists already.
+    ``None`` when there is none (a bug, not a bad input)."""
+    from monai_lpuwf.data.datalists import IncompleteTripletError
+    from monai_lpuwf.transforms.io import UWFImageError
+
+    kinds = (InferenceInputError, UWFImageError, IncompleteTripletError, FileNotFoundError, FileExistsError)
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, kinds):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _brief_excepthook(exc_type, exc, tb) -> None:
+    error = input_error(exc)
+    if error is None:
+        return _brief_excepthook.previous(exc_type, exc, tb)
+    sys.stderr.write(f"error: {error}\n(add --debug True to the command for the full traceback)\n")
+    sys.stderr.flush()
+
+
+def brief_input_errors(debug: bool | str = False) -> None:
+    """Report a bad input that ends the process with its message and exit status 1, without a traceback.
+
+    Installs a :data:`sys.excepthook` that prints ``error: <message>`` (the messages name each file, the cause and
+    the fix, one line per bad file) for the errors :func:`input_error` recognises, and leaves every other error
+    (a bug) to the previous hook, with its traceback. In-process callers (``monai.bundle.run`` from Python) still
+    get the exception. Called first in the ``initialize`` section of ``inference.json`` and ``evaluate.json``.
+
+    Args:
+        debug: ``True`` (``--debug True``): full tracebacks, the hook is removed.
+    """
+    from monai.utils import str2bool
+
+    installed = sys.excepthook is _brief_excepthook
+    if str2bool(debug) if isinstance(debug, str) else bool(debug):
+        if installed:
+            sys.excepthook = _brief_excepthook.previous
+        return
+    if not installed:
+        _brief_excepthook.previous = sys.excepthook
+        sys.excepthook = _brief_excepthook
 
 
 def _modality(key: str) -> str:
     return "slo" if key == UWFKeys.SLO.value else "fa"
+
+
+def _is_earlier_output(
+    path: Any, output_dir: str | os.PathLike | None, postfixes: str | Sequence[str], ext: str | None
+) -> bool:
+    """Whether ``path`` lies under ``output_dir`` and is named ``<name>_<postfix><ext>`` (as outputs are)."""
+    if not path or not output_dir or not ext:
+        return False
+    path, folder = Path(os.path.abspath(str(path))), Path(os.path.abspath(str(output_dir)))
+    if folder != path.parent and folder not in path.parents:
+        return False
+    name = path.name.lower()
+    return any(name.endswith(f"_{postfix}{ext}".lower()) for postfix in ensure_tuple(postfixes) if str(postfix))
 
 
 class SizeGroupedBatchSampler(Sampler):
@@ -117,11 +188,18 @@ class InferenceInputs:
             common folder of the SLO files.
         load_kwargs: :class:`~monai_lpuwf.transforms.LoadUWFImage` arguments, as given to the loading transform
             (e.g. ``{"slo_grey": "repeat"}`` to accept grey SLOs).
+        output_dir: the run's output folder. An item whose SLO lies in it (or in a sub-folder) and is named like an
+            output (``<name>_<postfix><output_ext>`` for a non-empty postfix of ``output_postfixes``) is an
+            earlier run's output, not an input: it is left out (logged), so that ``output_dir == input_dir`` (or an
+            output folder inside the input folder) can be run again.
+        output_postfixes: the output name postfixes (``"late"``, ``"late_std"``).
+        output_ext: the output extension (``".png"``).
 
     Attributes:
         items: the good items, in input order.
         failures: ``[(file or item, reason)]`` of the bad ones.
         groups: ``(H, W, keys present)`` of each good item.
+        earlier_outputs: the SLO paths left out as earlier outputs.
 
     Raises:
         InferenceInputError: no good item, or any bad item with ``on_bad_input="raise"``.
@@ -136,6 +214,9 @@ class InferenceInputs:
         on_bad_input: str = "skip",
         data_root_dir: str | os.PathLike | None = None,
         load_kwargs: Mapping[str, Any] | None = None,
+        output_dir: str | os.PathLike | None = None,
+        output_postfixes: str | Sequence[str] = (),
+        output_ext: str | None = None,
     ) -> None:
         from monai_lpuwf.transforms import LoadUWFImage
 
@@ -143,10 +224,23 @@ class InferenceInputs:
         self.optional_keys = tuple(str(k) for k in ensure_tuple(optional_keys) if str(k) not in self.keys)
         self.min_size = int(min_size)
         self.on_bad_input = look_up_option(on_bad_input, BAD_INPUT_POLICIES)
-        self.all_items = [dict(item) for item in items]
-        if not self.all_items:
-            raise InferenceInputError("no input item to generate for: the folder or datalist is empty.")
         slo_key = self.keys[0]
+        self.all_items, self.earlier_outputs = [], []
+        for item in items:
+            if _is_earlier_output(item.get(slo_key), output_dir, output_postfixes, output_ext):
+                self.earlier_outputs.append(str(item[slo_key]))
+            else:
+                self.all_items.append(dict(item))
+        if self.earlier_outputs:
+            logger.info(
+                "left out %d earlier output(s) found in the output folder %s (e.g. %s): outputs are not inputs.",
+                len(self.earlier_outputs), output_dir, self.earlier_outputs[0],
+            )  # fmt: skip
+        if not self.all_items:
+            raise InferenceInputError(
+                "no input item to generate for: the folder or datalist is empty"
+                + (" (it holds only earlier outputs of this command)." if self.earlier_outputs else ".")
+            )
         loaders = {k: LoadUWFImage(_modality(k), **dict(load_kwargs or {})) for k in self.keys + self.optional_keys}
         self.items: list[dict[str, Any]] = []
         self.groups: list[tuple] = []
@@ -288,7 +382,9 @@ def load_generation_model(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError, RuntimeError: the file holds another architecture, or no architecture and no ``preset``.
+        InferenceInputError: (a ``ValueError``) the file holds another architecture, or no architecture and no
+            ``preset``.
+        RuntimeError: the weights do not match the architecture stored beside them.
     """
     from monai_lpuwf.engines import load_model, load_stage_weights
     from monai_lpuwf.networks import build_model
@@ -297,13 +393,18 @@ def load_generation_model(
         if not Path(path).is_file():
             raise FileNotFoundError(f"model file '{path}' does not exist; train the bundle first or pass --model_path.")
         model = build_model(preset, **dict(network_overrides or {}))
-        load_stage_weights(model, path, stage="generation", previous_stage="train_late.json (stage 4)",
-                           map_location=map_location)  # fmt: skip
+        try:
+            load_stage_weights(model, path, stage="generation", previous_stage="train_late.json (stage 4)",
+                               map_location=map_location)  # fmt: skip
+        except ValueError as err:
+            raise InferenceInputError(str(err)) from err
     else:
         try:
             model = load_model(path, map_location=map_location)
         except ValueError as err:
-            raise ValueError(f"{err} In the bundle: pass --preset NAME (and --network_overrides) instead.") from err
+            raise InferenceInputError(
+                f"{err} In the bundle: pass --preset NAME (and --network_overrides) instead."
+            ) from err
         except RuntimeError as err:  # a config that does not match the weights stored beside it
             raise RuntimeError(
                 f"the weights in '{path}' do not match the architecture stored in the same file ({err}); the file "

@@ -7,13 +7,16 @@ Oracle for the written images: :class:`monai_lpuwf.inferers.LPUWFSampler` called
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -198,23 +201,113 @@ def test_output_that_would_overwrite_an_input_is_refused(bundle, tmp_path, check
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (frames / "a").iterdir())
 
 
-def test_command_line_exit_status_and_outputs(bundle, tmp_path, checkpoint, frames):
-    """``python -m monai.bundle run``: a bad file gives a non-zero exit naming it; the good frames are written."""
+def _cli(root: Path, checkpoint: Path, *args: str, configs: tuple[str, ...] = ("inference.json",)) -> list[str]:
+    files = [str(root / "configs" / c) for c in configs]
+    return [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", files[0] if len(files) == 1 else repr(files),
+        "--bundle_root", str(root), "--model_path", str(checkpoint), "--num_inference_steps", "1", *args,
+    ]  # fmt: skip
+
+
+def test_command_line_exit_status_one_line_per_bad_file_and_the_fix_that_works(bundle, tmp_path, checkpoint, frames):
+    """``python -m monai.bundle run``: a bad file gives exit status 1 and one line naming it, its cause and the fix,
+    no traceback (it ended in ~40 lines of ``RuntimeError: Failed to evaluate ConfigExpression``); the good frames are
+    written; the fix as printed (the command-line form of the loader argument) then works."""
     root = bundle.new_bundle_root(tmp_path / "bundle")
     folder = _bad_folder(tmp_path / "in", frames)
     (folder / "small.png").unlink()
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", str(root / "configs" / "inference.json"), "--bundle_root", str(root),
-        "--model_path", str(checkpoint), "--input_dir", str(folder), "--output_dir", str(out),
-        "--num_inference_steps", "1", "--sampler", "ddim", "--seed", "3",
-    ]  # fmt: skip
+    cmd = _cli(root, checkpoint, "--input_dir", str(folder), "--output_dir", str(out), "--sampler", "ddim",
+               "--seed", "3")  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=bundle.cli_env(), timeout=300)
-    assert result.returncode != 0
-    assert "grey.png: SLO image has 1 channel(s)" in result.stderr
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Failed to evaluate" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("error: "))
+    assert lines[start:] == [
+        "error: 1 of 3 input item(s) could not be used:",
+        f"  {folder / 'grey.png'}: SLO image has 1 channel(s), expected 3 (Optos pseudo-colour RGB). Load the colour "
+        "export, or pass slo_grey='repeat' to use a grey SLO as 3 equal channels (command line: --load_kwargs "
+        "\"{'slo_grey':'repeat'}\").",
+        "The other 2 item(s) were generated. Fix or remove the files above and run again for them.",
+        "(add --debug True to the command for the full traceback)",
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["good2_late.png", "good_late.png"]
+    fix = re.search(r'--load_kwargs "(.*?)"', lines[start + 1]).group(1)  # the fix as printed, without the shell quotes
+    again = subprocess.run(cmd + ["--load_kwargs", fix], capture_output=True, text=True, env=bundle.cli_env(),
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert Image.open(out / "grey_late.png").size == (90, 70)
+
+
+def test_evaluation_command_bad_input_is_one_line_and_exit_status_1(bundle, tmp_path, checkpoint):
+    root = bundle.new_bundle_root(tmp_path / "bundle")
+    data = tmp_path / "data"
+    generate_phantoms(data, num=1, size=(70, 90), seed=0)
+    (data / "1.2.png").write_bytes(b"not a PNG")  # the late phase
+    cmd = _cli(root, checkpoint, "--dataset_dir", str(data), "--eval_dir", str(tmp_path / "report"),
+               configs=("inference.json", "evaluate.json"))  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=bundle.cli_env(), timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    tail = result.stderr[result.stderr.index("error: ") :]
+    assert f"{data / '1.2.png'}: cannot be read by PILReader" in tail and "re-export it" in tail
+
+
+def _float_folder(root: Path, frames: Path) -> Path:
+    """good.png, a [0, 1] float32 NIfTI SLO, the same with a NaN patch, a 0..255 float TIFF, then a BMP."""
+    root.mkdir()
+    shutil.copy(frames / "a" / "1.png", root / "a_good.png")
+    rgb = np.asarray(Image.open(frames / "a" / "2.png")).astype(np.float32)
+    unit = rgb / 255.0
+    nib.save(nib.Nifti1Image(np.swapaxes(unit, 0, 1).copy(), np.eye(4)), root / "b_float.nii.gz")
+    holed = unit.copy()
+    holed[10:20, 10:20] = np.nan
+    nib.save(nib.Nifti1Image(np.swapaxes(holed, 0, 1).copy(), np.eye(4)), root / "c_nan.nii.gz")
+    tifffile.imwrite(root / "d_unscaled.tif", rgb)
+    Image.fromarray(rgb.astype(np.uint8)).save(root / "e_last.bmp")
+    return root
+
+
+def test_float_nan_and_unscaled_inputs_are_named_and_the_others_generated(bundle, tmp_path, checkpoint, frames):
+    """A float32 NIfTI in [0, 1] is generated for (it crashed the run: ``default_collate ... NoneType``); the NaN and
+    the unscaled float files are named with the fix; the BMP after them is still generated; the float file gives
+    the same output as the 8-bit PNG of the same picture."""
+    folder = _float_folder(tmp_path / "in", frames)
+    err = bundle_error(InferenceInputError, run_inference, bundle, tmp_path, checkpoint, input_dir=str(folder),
+                       batch_size=4)  # fmt: skip
+    message = str(err)
+    assert "2 of 5 input item(s) could not be used" in message
+    assert f"{folder / 'c_nan.nii.gz'}: 100 of 6300 pixels are not finite (NaN)" in message
+    assert "--load_kwargs \"{'nonfinite':'black'}\"" in message
+    assert f"{folder / 'd_unscaled.tif'}: floating point intensities in [" in message
+    assert "--load_kwargs \"{'value_range':(0,255)}\"" in message
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["a_good_late.png", "b_float_late.png", "e_last_late.png"]
+    same = np.asarray(Image.open(out / "b_float_late.png")).astype(int) - np.asarray(Image.open(out / "e_last_late.png"))
+    assert np.abs(same).max() <= 1  # the float file holds the BMP's picture / 255
+    # repaired / scaled when asked: every file generated
+    run_inference(bundle, tmp_path, checkpoint, input_dir=str(folder), output_dir=str(tmp_path / "all"),
+                  load_kwargs={"nonfinite": "black", "value_range": "minmax"})  # fmt: skip
+    assert len(list((tmp_path / "all").iterdir())) == 5
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_earlier_outputs_in_the_output_folder_are_not_inputs(bundle, tmp_path, checkpoint, frames, inside):
+    """``output_dir == input_dir`` (or a folder inside it) run twice: the second run leaves the first run's outputs
+    out (it took them for SLOs, then refused every output as overwriting an "input file") and rewrites the same."""
+    folder = tmp_path / "in"
+    shutil.copytree(frames / "a", folder)
+    out = folder / "out" if inside else folder
+    run_inference(bundle, tmp_path, checkpoint, input_dir=str(folder), output_dir=str(out), num_samples=2)
+    first = {p.name: p.read_bytes() for p in out.glob("*_late*.png")}
+    assert sorted(first) == ["1_late.png", "1_late_std.png", "2_late.png", "2_late_std.png"]
+    run_inference(bundle, tmp_path, checkpoint, input_dir=str(folder), output_dir=str(out), num_samples=2)
+    assert {p.name: p.read_bytes() for p in out.glob("*_late*.png")} == first
+    assert sorted(p.name for p in folder.rglob("*.png")) == sorted(
+        [p.name for p in (frames / "a").glob("*.png")] + list(first)
+    )
 
 
 @pytest.mark.realdata

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from monai.data import MetaTensor
@@ -13,9 +15,11 @@ from monai_lpuwf.inference_io import (
     InferenceInputs,
     QuantizeIntensity,
     SizeGroupedBatchSampler,
+    brief_input_errors,
+    input_error,
     save_generated,
 )
-from monai_lpuwf.transforms import LoadUWFImage, save_uwf_image
+from monai_lpuwf.transforms import LoadUWFImage, UWFImageError, save_uwf_image
 
 
 def test_quantize_matches_the_data_layer_writer(tmp_path):
@@ -81,3 +85,51 @@ def test_inputs_groups_failures_and_output_collisions(tmp_path):
         InferenceInputs([{"slo": first, "late": str(tmp_path / "other" / "1.2.png")}], optional_keys=("late",))
     with pytest.raises(InferenceInputError, match="no late image given"):
         InferenceInputs([{"slo": first}], keys=("slo", "late"))
+
+
+def test_earlier_outputs_in_the_output_folder_are_left_out(tmp_path):
+    generate_phantoms(tmp_path / "in", num=1, size=(70, 90), seed=0)
+    first = str(tmp_path / "in" / "1.png")
+    out = tmp_path / "in" / "out"
+    out.mkdir()
+    for name in ("1_late.png", "1_late_std.png"):
+        Image.open(first).save(out / name)
+    Image.open(first).save(tmp_path / "in" / "eye_late.png")  # named like an output, but not in the output folder
+    items = [{"slo": first}, {"slo": str(out / "1_late.png")}, {"slo": str(out / "1_late_std.png")},
+             {"slo": str(tmp_path / "in" / "eye_late.png")}]  # fmt: skip
+    naming = {"output_postfixes": ["late", "late_std"], "output_ext": ".png"}
+    inputs = InferenceInputs(items, output_dir=out, **naming)
+    assert [i["slo"] for i in inputs.items] == [first, str(tmp_path / "in" / "eye_late.png")]
+    assert inputs.earlier_outputs == [str(out / "1_late.png"), str(out / "1_late_std.png")]
+    assert len(InferenceInputs(items, output_dir=out, output_postfixes="", output_ext=".png").items) == 4
+    with pytest.raises(InferenceInputError, match="holds only earlier outputs"):
+        InferenceInputs(items[1:3], output_dir=out, **naming)
+
+
+def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypatch, capsys):
+    """The command-line hook: an input error anywhere in the chain (MONAI wraps it in ``RuntimeError``) prints
+    ``error: <message>``; any other error goes to the previous hook (traceback); ``debug`` restores that hook."""
+    calls = []
+    previous = lambda *args: calls.append(args)  # noqa: E731
+    monkeypatch.setattr(sys, "excepthook", previous)
+    brief_input_errors(False)
+    brief_input_errors("false")  # installed once
+    assert sys.excepthook is not previous
+    try:
+        try:
+            raise UWFImageError("/data/1.png: cannot be read (truncated); re-export it.")
+        except UWFImageError as err:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from err
+    except RuntimeError as wrapped:
+        sys.excepthook(type(wrapped), wrapped, wrapped.__traceback__)
+    assert capsys.readouterr().err == (
+        "error: /data/1.png: cannot be read (truncated); re-export it.\n"
+        "(add --debug True to the command for the full traceback)\n"
+    )
+    assert not calls
+    bug = KeyError("network")
+    sys.excepthook(KeyError, bug, None)
+    assert calls == [(KeyError, bug, None)] and capsys.readouterr().err == ""
+    assert input_error(RuntimeError("x")) is None and isinstance(input_error(FileExistsError("y")), FileExistsError)
+    brief_input_errors("True")  # --debug True
+    assert sys.excepthook is previous
