@@ -7,7 +7,11 @@ Each phantom is an eye drawn from a seeded random generator:
 - a pseudo-colour SLO (Optos-like: red and green channels, near-constant blue), with bright eyelids outside the
   retina and dark eyelashes occluding its lower part;
 - an early-phase FA with bright vessels and disc, and a flat dark burnt-in annotation box bottom right;
-- a late-phase FA where vessels fade and chosen lesion regions leak (bright, spread out), giving the lesion mask;
+- a late-phase FA where vessels fade (to about a quarter of their early contrast, as on real late frames) and
+  chosen lesion regions leak (bright, spread out), giving the lesion mask;
+  each leaking region also leaves a faint mark on the SLO (darker green, slightly brighter red: oedema/exudate
+  over a leaking lesion, as on a real Optos picture), so the leakage is predictable from the SLO, as a model that
+  generates the late phase from the SLO alone must assume;
 - optionally a known misregistration (rotation + shift) of the late FA and of the SLO relative to the early FA.
 
 Files are written in the authors' naming convention (``N.png`` SLO, ``N.1.png`` early, ``N.2.png`` late), so
@@ -165,7 +169,7 @@ def render_phantom(
 
     early = (0.22 + 0.05 * texture + 0.02 * fine) * vignette + 0.55 * vessels + 0.45 * disc_blob - 0.12 * faz
     early = early + 0.25 * pinpoints
-    late = (0.2 + 0.05 * texture + 0.02 * fine) * vignette + 0.3 * vessels + 0.4 * disc_blob - 0.08 * faz
+    late = (0.18 + 0.05 * texture + 0.02 * fine) * vignette + 0.15 * vessels + 0.35 * disc_blob - 0.08 * faz
     late = late + 0.85 * leak
     early, late = early * fov, late * fov
 
@@ -174,6 +178,10 @@ def render_phantom(
     red = (0.45 + 0.08 * texture + 0.04 * fine) * vignette - 0.25 * vessels + 0.45 * disc_blob - 0.1 * faz
     green = (0.38 + 0.06 * _smooth_noise(rng, (h, w), 4 * scale) + 0.03 * fine) * vignette - 0.3 * vessels
     green = green + 0.45 * disc_blob
+    # the SLO mark of each leaking region (weaker and tighter than the late-phase leak)
+    mark = np.clip(leak, 0.0, 1.0) ** 1.5
+    red = red + 0.06 * mark
+    green = green - 0.12 * mark
     lash_points = []
     for _ in range(int(rng.integers(3, 7))):
         pos = np.array([h - 1.0, rng.uniform(0.2, 0.8) * w])
