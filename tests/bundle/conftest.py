@@ -75,7 +75,9 @@ def config_files(root: Path, stage: str, extra: Sequence[str | Path] = ()) -> li
 
 
 def run_stage(root: Path, stage: str, extra_configs: Sequence[str | Path] = (), **overrides: Any) -> None:
-    """``monai.bundle.run("training", ...)`` of one stage with the tiny settings (``overrides`` on top)."""
+    """``monai.bundle.run("training", ...)`` of one stage with the tiny settings (``overrides`` on top), with this
+    process's torch thread count (the configs would otherwise apply the project's default, which ignores a
+    ``torch.set_num_threads`` made by the caller)."""
     from monai.bundle import run
 
     run(
@@ -83,7 +85,7 @@ def run_stage(root: Path, stage: str, extra_configs: Sequence[str | Path] = (), 
         config_file=config_files(root, stage, extra_configs),
         meta_file=str(root / "configs" / "metadata.json"),
         bundle_root=str(root),
-        **{**TINY_RUN, **overrides},
+        **{"num_threads": torch.get_num_threads(), **TINY_RUN, **overrides},
     )
 
 

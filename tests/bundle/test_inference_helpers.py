@@ -67,6 +67,7 @@ def run_bundle(bundle, tmp_path: Path, configs: tuple[str, ...], checkpoint: Pat
     if not root.exists():
         bundle.new_bundle_root(root)
     overrides.setdefault("num_inference_steps", STEPS)
+    overrides.setdefault("num_threads", torch.get_num_threads())  # keep the caller's count (one_thread())
     files = [str(root / "configs" / name) for name in configs]
     run(config_file=files if len(files) > 1 else files[0], bundle_root=str(root), model_path=str(checkpoint),
         **overrides)  # fmt: skip
