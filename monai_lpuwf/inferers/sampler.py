@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, Scheduler
 from monai.utils import look_up_option, optional_import
 from torch import nn
@@ -263,7 +264,8 @@ class LPUWFSampler:
         model.eval()
         try:
             with torch.no_grad():
-                samples = self._sample(torch.as_tensor(slo).float(), model, ids)
+                plain = slo.as_tensor() if isinstance(slo, MetaTensor) else torch.as_tensor(slo)  # tiles slice it
+                samples = self._sample(plain.float(), model, ids)
         finally:
             model.train(was_training)
         if self.aggregate == "first":

@@ -152,3 +152,17 @@ def test_memory_check_stops_before_starting_with_a_clear_message(random_model, m
 def test_available_memory_reads_the_system():
     free = tiling.available_memory("cpu")
     assert free is None or free > 2**20
+
+
+def test_tiles_of_a_collated_metatensor_batch(random_model):
+    """The bundle's evaluator passes a collated MetaTensor (per-image metadata lists), which cannot be sliced
+    spatially; the sampler tiles a plain tensor."""
+    from monai.data import MetaTensor, list_data_collate
+
+    items = [{"slo": MetaTensor(_rand((3, 200, 150), i), meta={"filename_or_obj": f"{i}.png"})} for i in (1, 2)]
+    batch = list_data_collate(items)["slo"]
+    sampler = LPUWFSampler(num_inference_steps=1, decode_tile=32, decode_overlap=8, denoise_tile=32, denoise_overlap=8)
+    with pytest.raises(ValueError, match="Inconsistent batched metadata"):
+        sampler._sample(batch, random_model, None)  # the MetaTensor itself: what the fix avoids
+    out = sampler(batch, random_model)["pred"]
+    torch.testing.assert_close(out, sampler(batch.as_tensor(), random_model)["pred"])
