@@ -196,8 +196,12 @@ def _summary(report: Path) -> dict:
     return json.loads((report / "summary.json").read_text())
 
 
-def test_a_split_when_asked_with_the_constant_from_the_other_split(bundle, tmp_path, checkpoint, dataset):
+def test_a_split_when_asked_with_the_constant_from_the_other_split(bundle, tmp_path, checkpoint, dataset, capsys):
     report = run_evaluation(bundle, tmp_path, checkpoint, dataset, fid=False, eval_split="validation")
+    log = capsys.readouterr().out  # the bundle's logging.conf logs to stdout
+    assert "Engine run resuming from iteration 0" not in log
+    assert f"evaluation report (scores.csv, summary.json, examples.png, spectrum.png) in {report}" in log
+    assert f"evaluation finished: images in {report / 'generated'}" in log
     assert {i for i, _ in read_rows(report)} == {"val/1", "val/2"}
     summary = _summary(report)
     constant = np.mean([LoadUWFImage("fa")(dataset / "train" / f"{n}.2.png").numpy() for n in (1, 2)])
