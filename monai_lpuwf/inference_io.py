@@ -241,7 +241,14 @@ class InferenceInputs:
                 "no input item to generate for: the folder or datalist is empty"
                 + (" (it holds only earlier outputs of this command)." if self.earlier_outputs else ".")
             )
-        loaders = {k: LoadUWFImage(_modality(k), **dict(load_kwargs or {})) for k in self.keys + self.optional_keys}
+        file_kwargs = {k: v for k, v in dict(load_kwargs or {}).items() if k != "spatial_mismatch"}  # a triplet option
+        try:
+            loaders = {k: LoadUWFImage(_modality(k), **file_kwargs) for k in self.keys + self.optional_keys}
+        except (TypeError, ValueError) as err:
+            raise InferenceInputError(
+                f"load_kwargs {file_kwargs} (--load_kwargs): {err}. The loader takes value_range, fa_colour, "
+                "slo_grey, nonfinite and grey_tolerance (see monai_lpuwf.transforms.LoadUWFImage)."
+            ) from err
         self.items: list[dict[str, Any]] = []
         self.groups: list[tuple] = []
         self.failures: list[tuple[str, str]] = []

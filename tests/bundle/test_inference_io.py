@@ -106,6 +106,16 @@ def test_earlier_outputs_in_the_output_folder_are_left_out(tmp_path):
         InferenceInputs(items[1:3], output_dir=out, **naming)
 
 
+def test_bad_load_kwargs_are_an_input_error_naming_the_option(tmp_path):
+    generate_phantoms(tmp_path, num=1, size=(70, 90), seed=0)
+    items = [{"slo": str(tmp_path / "1.png")}]
+    with pytest.raises(InferenceInputError, match=r"load_kwargs \{'slo_grey': 'yes'\} \(--load_kwargs\): .*yes"):
+        InferenceInputs(items, load_kwargs={"slo_grey": "yes"})
+    with pytest.raises(InferenceInputError, match=r"--load_kwargs.*unexpected keyword.*value_range, fa_colour"):
+        InferenceInputs(items, load_kwargs={"grey": "repeat"})
+    assert len(InferenceInputs(items, load_kwargs={"spatial_mismatch": "resize"}).items) == 1  # LoadUWFImaged's
+
+
 def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypatch, capsys):
     """The command-line hook: an input error anywhere in the chain (MONAI wraps it in ``RuntimeError``) prints
     ``error: <message>``; any other error goes to the previous hook (traceback); ``debug`` restores that hook."""
