@@ -1,4 +1,4 @@
-"""Triplet datalists and synthetic UWF phantoms."""
+"""Triplet datalists, synthetic UWF phantoms and the registration cache."""
 
 from .datalists import (
     IMAGE_SUFFIXES,
@@ -9,6 +9,7 @@ from .datalists import (
     write_datalist,
 )
 from .phantoms import PHANTOM_MARKER, generate_phantoms, render_phantom
+from .registration_cache import RegistrationCache, register_datalist
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -20,4 +21,6 @@ __all__ = [
     "PHANTOM_MARKER",
     "generate_phantoms",
     "render_phantom",
+    "RegistrationCache",
+    "register_datalist",
 ]

@@ -95,7 +95,9 @@ def uwf_train_transforms(
         with_late: load the late phase and compute the CTRD map; ``False`` for SLO + early-phase lists.
         register: ``False``; ``True`` or ``"late"`` (late FA onto early FA, :class:`RegisterElastixd`, affine,
             normalised correlation); ``"slo"`` (SLO onto early FA, mutual information); or ``("late", "slo")``.
-            Registration runs at the native resolution, once per item when the dataset caches.
+            Registration runs on the native-resolution frames, once per item when the dataset caches; with
+            ``register_kwargs={"cache_dir": ...}`` its results are also cached on disk for later runs (fill the
+            cache in parallel with :func:`monai_lpuwf.data.register_datalist`).
         sharpen: unsharp-mask the SLO (:class:`UnsharpMaskd`, at native resolution), as the paper does.
         augment: random rotation (``+/- rotate_deg``), random crop and flips (vertical and horizontal, each with
             ``flip_prob``), drawn once per item and applied identically to every key (images, fov, ctrd).
@@ -106,7 +108,7 @@ def uwf_train_transforms(
         rotate_deg: rotation range in degrees.
         flip_prob: probability of each flip.
         sharpen_kwargs: for :class:`UnsharpMaskd` (``radius``, ``amount``, ...).
-        register_kwargs: for :class:`RegisterElastixd` (``mode``, ``resolutions``, ...).
+        register_kwargs: for :class:`RegisterElastixd` (``mode``, ``settings``, ``cache_dir``, ...).
         ctrd_kwargs: for :class:`CrossTemporalDifferenced` (``normalize``, ``smooth_sigma``, ...).
         fov_kwargs: for :class:`FieldOfViewd`.
         load_kwargs: for :class:`LoadUWFImaged` (``spatial_mismatch``, ``fa_colour``, ...). With ``register``,
