@@ -1,4 +1,8 @@
-"""The latent scale factor: computed once from data (1 / std of the unscaled latents) at the start of stage 3."""
+"""The latent scale factor: computed once from data (1 / std of the unscaled latents) at the start of stage 3.
+
+``num_batches=0`` (config key ``scale_factor_batches``) keeps the preset's value instead, as the authors do
+(0.18215 of Stable Diffusion, ``config/diffusion/config_zheer_controlnet.py``; ``bundle/configs/paper.json``).
+"""
 
 from __future__ import annotations
 
@@ -68,11 +72,14 @@ class ScaleFactorHandler:
     computed: the saved ``scale_factor`` buffer comes back with the model weights. Attach it in stage 3 only;
     stage 4 and inference use the value stored in the checkpoint.
 
+    ``num_batches=0`` computes nothing: the model keeps the preset's ``scale_factor`` (the paper's fixed 0.18215;
+    later stages then need ``require_scale_factor=False``, as ``bundle/configs/paper.json`` sets).
+
     Args:
         model: the :class:`~monai_lpuwf.networks.LPUWFModel` (it has a ``scale_factor`` buffer and ``.autoencoder``).
         data_loader: training loader (dictionary batches).
         image_key: FA key encoded (``"early"`` in stage 3).
-        num_batches: batches used (``None`` = all).
+        num_batches: batches used (``None`` = all; ``0`` = keep the preset's value).
     """
 
     def __init__(self, model: nn.Module, data_loader: Iterable, image_key: str = UWFKeys.EARLY, num_batches: int | None = 8):
@@ -85,6 +92,9 @@ class ScaleFactorHandler:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Any) -> None:
+        if self.num_batches == 0:
+            engine.logger.info(f"latent scale factor kept at the preset's {float(self.model.scale_factor):.6g}")
+            return
         if engine.state.iteration > 0:
             engine.logger.info(f"resumed run: keeping the saved latent scale factor {float(self.model.scale_factor):.6g}")
             return

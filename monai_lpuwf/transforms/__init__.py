@@ -6,6 +6,7 @@ from .fov import FieldOfView, FieldOfViewd, flat_box_mask
 from .io import MODALITIES, LoadUWFImage, LoadUWFImaged, TiffFileReader, UWFImageError, read_uwf_array, save_uwf_image
 from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
 from .registration import METRICS, MODES, RegisterElastix, RegisterElastixd, similarity
+from .scale import TRAINING_SCALE_KEY, CheckTrainingScaled, TrainingScaleRecord, training_scale
 
 __all__ = [
     "MODALITIES",
@@ -31,4 +32,8 @@ __all__ = [
     "uwf_train_transforms",
     "uwf_inference_transforms",
     "REGISTER_TARGETS",
+    "TRAINING_SCALE_KEY",
+    "training_scale",
+    "TrainingScaleRecord",
+    "CheckTrainingScaled",
 ]

@@ -4,7 +4,8 @@ The map is ``|early - late|`` of the two ``[-1, 1]`` frames (after registration)
 normalised. The authors' code uses the raw absolute difference (range ``[0, 2]``); its scale then depends on the
 exposure of each pair, so the default here divides it by a robust per-image maximum (the ``percentile``-th
 percentile inside the field of view) and clips to ``[0, 1]``: the strongest ~1 % of changes (leaking lesions)
-weigh 1 in every pair, unchanged retina ~0. ``normalize="none"`` reproduces the authors' raw map,
+weigh 1 in every pair, unchanged retina ~0, and the map is zero outside the field of view. The authors' map is
+``CrossTemporalDifference(normalize="none", restrict_to_fov=False)`` (``bundle/configs/paper.json``);
 ``"max"`` divides by the maximum.
 """
 
@@ -40,9 +41,12 @@ class CrossTemporalDifference(Transform):
             noise and small residual misalignment of vessels.
         match_mean: subtract the mean intensity change inside the fov before taking the absolute value (late
             frames are globally dimmer; off by default as in the paper).
+        restrict_to_fov: ``True`` (default): with a ``fov`` mask the map is zero outside it and normalised over
+            the pixels inside it. ``False``: ``fov`` is ignored and the map covers the whole frame (the authors'
+            ``|early - late|`` of the whole crop, eyelashes and frame border included).
 
     ``__call__(early, late, fov=None)`` with ``(1, H, W)`` images returns ``(1, H, W)`` float32 ``>= 0``, zero outside
-    ``fov``, of the type of ``early`` (MetaTensor metadata copied from it).
+    ``fov`` (with ``restrict_to_fov``), of the type of ``early`` (MetaTensor metadata copied from it).
     """
 
     def __init__(
@@ -51,8 +55,10 @@ class CrossTemporalDifference(Transform):
         percentile: float = 99.0,
         smooth_sigma: float = 0.0,
         match_mean: bool = False,
+        restrict_to_fov: bool = True,
     ) -> None:
         self.normalize = look_up_option(normalize, NORMALIZATIONS)
+        self.restrict_to_fov = bool(restrict_to_fov)
         self.percentile = percentile
         self.smooth_sigma = smooth_sigma
         self.match_mean = match_mean
@@ -65,7 +71,8 @@ class CrossTemporalDifference(Transform):
                 f"CTRD: early {e.shape} and late {lt.shape} differ in shape; register or resize them first "
                 "(RegisterElastixd resamples the moving frame onto the fixed grid)."
             )
-        inside = np.ones(e.shape, bool) if fov is None else convert_to_numpy(fov) > 0.5
+        use_fov = fov is not None and self.restrict_to_fov
+        inside = convert_to_numpy(fov) > 0.5 if use_fov else np.ones(e.shape, bool)
         if inside.shape != e.shape:
             inside = np.broadcast_to(inside, e.shape)
         diff = lt - e
@@ -86,6 +93,7 @@ class CrossTemporalDifference(Transform):
                 "normalize": self.normalize,
                 "percentile": self.percentile,
                 "smooth_sigma": self.smooth_sigma,
+                "restrict_to_fov": self.restrict_to_fov,
             }
         return out
 
@@ -97,7 +105,8 @@ class CrossTemporalDifferenced(MapTransform):
         early_key: early-phase key.
         late_key: late-phase key.
         output_key: where the map is stored (default ``"ctrd"``).
-        fov_key: optional mask key; the map is zero outside it and normalised inside it.
+        fov_key: optional mask key; the map is zero outside it and normalised inside it (unless
+            ``restrict_to_fov=False``).
         allow_missing_keys: when ``late`` (or ``early``) is absent, do nothing (inference lists).
         kwargs: passed to :class:`CrossTemporalDifference`.
     """

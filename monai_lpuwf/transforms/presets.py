@@ -2,12 +2,13 @@
 
 Training (:func:`uwf_train_transforms`), per item::
 
-    load slo/early/late -> [register late onto early] -> [sharpen slo] -> resize -> field of view -> CTRD map
+    load slo/early/late -> [register late onto early] -> [sharpen slo] -> [resize] -> field of view -> CTRD map
     -> [augment: rotation +/-5 deg, random crop, vertical + horizontal flips, identical for every key] -> float32
 
 Inference (:func:`uwf_inference_transforms`)::
 
-    load slo -> [sharpen slo] -> pad to a multiple of the autoencoder's downsampling factor
+    load slo -> [check its scale against the model's training frames] -> [sharpen slo] -> pad to a multiple of
+    the autoencoder's downsampling factor
 
 whose padding :class:`monai.transforms.Invertd` undoes on the generated image::
 
@@ -16,11 +17,14 @@ whose padding :class:`monai.transforms.Invertd` undoes on the generated image::
     item["pred"] = generate(item["slo"][None])[0]      # (1, 688, 856)
     item = Invertd(keys="pred", transform=pre, orig_keys="slo")(item)   # pred: (1, 682, 853)
 
-The authors' recipe (``Condition_aug_dataloader.py``) rotates, crops and flips at the native resolution for
-training and resizes the whole frame for validation, so that training crops and validation frames have different
-scales. Here the frame is first resized to ``crop_scale * spatial_size`` (default 1.125) and the random crop then
-takes ``spatial_size`` from it, so both see the eye at nearly the same scale; ``crop_scale=None`` crops at the
-native resolution as the authors do.
+Scale. Generation runs on the whole native-resolution frame, so by default training crops ``spatial_size`` at
+the native resolution too (``crop_scale=None``, as the authors' ``Condition_aug_dataloader.py``; frames smaller
+than the crop are padded with black) and validation takes the central ``spatial_size`` crop: the model sees
+vessels at the size it will generate them. ``crop_scale=s`` resizes each frame to ``ceil(s * spatial_size)``
+first (the whole eye in every crop, at another scale than generation) and validates on the whole frame resized
+to ``spatial_size``; ``val_resize=True`` validates on the resized whole frame whatever the crop (the authors'
+validation). :class:`~monai_lpuwf.transforms.scale.TrainingScaleRecord` stores the training scale in the model
+file and generation warns when an input is far from it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import torch
 from monai.transforms import (
+    CenterSpatialCropd,
     Compose,
     DivisiblePadd,
     EnsureTyped,
@@ -38,6 +43,7 @@ from monai.transforms import (
     RandRotated,
     RandSpatialCropd,
     Resized,
+    SpatialPadd,
 )
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
@@ -47,6 +53,7 @@ from monai_lpuwf.transforms.enhance import UnsharpMaskd
 from monai_lpuwf.transforms.fov import FieldOfViewd
 from monai_lpuwf.transforms.io import LoadUWFImaged
 from monai_lpuwf.transforms.registration import RegisterElastixd
+from monai_lpuwf.transforms.scale import CheckTrainingScaled
 
 __all__ = ["uwf_train_transforms", "uwf_inference_transforms", "REGISTER_TARGETS"]
 
@@ -74,7 +81,8 @@ def uwf_train_transforms(
     register: bool | str | Sequence[str] = False,
     sharpen: bool = True,
     augment: bool = True,
-    crop_scale: float | None = 1.125,
+    crop_scale: float | None = None,
+    val_resize: bool | None = None,
     rotate_deg: float = 5.0,
     flip_prob: float = 0.5,
     sharpen_kwargs: Mapping[str, Any] | None = None,
@@ -101,10 +109,13 @@ def uwf_train_transforms(
         sharpen: unsharp-mask the SLO (:class:`UnsharpMaskd`, at native resolution), as the paper does.
         augment: random rotation (``+/- rotate_deg``), random crop and flips (vertical and horizontal, each with
             ``flip_prob``), drawn once per item and applied identically to every key (images, fov, ctrd).
-            ``False``: the whole frame resized to ``spatial_size`` (validation).
-        crop_scale: with ``augment``, frames are resized to ``ceil(crop_scale * spatial_size)`` before the random
-            crop; ``None`` crops from the native-resolution frame (the authors' recipe; frames must be at least
-            ``spatial_size``).
+            ``False``: validation, deterministic (see ``val_resize``).
+        crop_scale: ``None`` (default): crops at the native resolution, the scale generation runs at (the
+            authors' recipe); frames smaller than ``spatial_size`` are padded with black (images ``-1``, fov and
+            ctrd ``0``). A float: frames are resized to ``ceil(crop_scale * spatial_size)`` before the random crop.
+        val_resize: with ``augment=False``: ``True`` resizes the whole frame to ``spatial_size`` (the authors'
+            validation); ``False`` takes the central ``spatial_size`` crop at native resolution (padded like the
+            training crops); ``None`` (default): ``False`` when ``crop_scale`` is ``None``, else ``True``.
         rotate_deg: rotation range in degrees.
         flip_prob: probability of each flip.
         sharpen_kwargs: for :class:`UnsharpMaskd` (``radius``, ``amount``, ...).
@@ -136,9 +147,10 @@ def uwf_train_transforms(
         xforms.append(RegisterElastixd(fixed_key=early_key, moving_key=moving, **dict(register_kwargs or {})))
     if sharpen:
         xforms.append(UnsharpMaskd(keys=slo_key, **dict(sharpen_kwargs or {})))
-    resize_to = (
-        size if not augment else (None if crop_scale is None else tuple(math.ceil(crop_scale * s) for s in size))
-    )
+    if not augment:
+        resize_to = size if (crop_scale is not None if val_resize is None else val_resize) else None
+    else:
+        resize_to = None if crop_scale is None else tuple(math.ceil(crop_scale * s) for s in size)
     if resize_to is not None:
         xforms.append(Resized(keys=image_keys, spatial_size=resize_to, mode="area"))  # box-averaging: no aliasing
     xforms.append(FieldOfViewd(keys=fa_keys, mask_key=fov_key, **dict(fov_kwargs or {})))
@@ -148,6 +160,13 @@ def uwf_train_transforms(
             CrossTemporalDifferenced(early_key, late_key, ctrd_key, fov_key=fov_key, **dict(ctrd_kwargs or {}))
         )
         all_keys.append(ctrd_key)
+    if resize_to is None:  # native-resolution crops: frames smaller than the crop are padded with black
+        xforms += [
+            SpatialPadd(keys=image_keys, spatial_size=size, mode="constant", value=-1.0),
+            SpatialPadd(keys=all_keys[len(image_keys) :], spatial_size=size, mode="constant", value=0.0),
+        ]
+        if not augment:
+            xforms.append(CenterSpatialCropd(keys=all_keys, roi_size=size))
     if augment:
         angle = math.radians(rotate_deg)
         n_img = len(image_keys)
@@ -176,6 +195,8 @@ def uwf_inference_transforms(
     sharpen_kwargs: Mapping[str, Any] | None = None,
     load_kwargs: Mapping[str, Any] | None = None,
     allow_missing_keys: bool = False,
+    training_scale: Mapping[str, Any] | None = None,
+    scale_tolerance: float = 1.5,
 ) -> Compose:
     """Invertible dictionary pipeline for generation: load, sharpen the SLO, pad to a multiple of ``divisor``.
 
@@ -192,6 +213,10 @@ def uwf_inference_transforms(
         sharpen_kwargs: for :class:`UnsharpMaskd`.
         load_kwargs: for :class:`LoadUWFImaged`.
         allow_missing_keys: skip listed keys absent from an item (e.g. items without ``late``).
+        training_scale: the model file's training-scale record
+            (:meth:`~monai_lpuwf.transforms.scale.TrainingScaleRecord.read`); when given, an SLO whose size or
+            colour is far from the training frames' is reported with a warning (:class:`CheckTrainingScaled`).
+        scale_tolerance: largest accepted ratio between an input's size and the training frames' size.
 
     Returns:
         :class:`monai.transforms.Compose`; outputs ``(C, H', W')`` float32 MetaTensors with ``H'``, ``W'`` the
@@ -201,6 +226,10 @@ def uwf_inference_transforms(
     if not keys:
         raise ValueError("uwf_inference_transforms: keys must name at least the SLO key, e.g. ('slo',).")
     xforms: list = [LoadUWFImaged(keys=keys, allow_missing_keys=allow_missing_keys, **dict(load_kwargs or {}))]
+    if training_scale is not None and slo_key in keys:
+        xforms.append(
+            CheckTrainingScaled(slo_key, training_scale, tolerance=scale_tolerance, allow_missing_keys=allow_missing_keys)
+        )
     if sharpen and slo_key in keys:
         xforms.append(UnsharpMaskd(keys=slo_key, allow_missing_keys=allow_missing_keys, **dict(sharpen_kwargs or {})))
     xforms.append(

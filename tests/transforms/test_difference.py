@@ -37,6 +37,22 @@ def test_raw_map_is_the_authors_absolute_difference(pair):
     np.testing.assert_allclose(masked, np.abs(early - late) * fov, atol=1e-7)
 
 
+def test_authors_map_ignores_the_field_of_view(pair):
+    """``restrict_to_fov=False``: the whole-frame |early - late| whatever the mask (the authors' map)."""
+    early, late, fov = pair
+    raw = CrossTemporalDifference("none", restrict_to_fov=False)(early, late, fov)
+    np.testing.assert_allclose(np.asarray(raw), np.abs(early - late), atol=1e-7)
+    # normalisation too runs over the whole frame: the 99th percentile of all pixels maps to 1
+    norm = np.asarray(CrossTemporalDifference("percentile", restrict_to_fov=False)(early, late, fov))
+    expected = np.clip(np.abs(early - late) / np.percentile(np.abs(early - late), 99.0), 0, 1)
+    np.testing.assert_allclose(norm, expected, atol=1e-6)
+    d = CrossTemporalDifferenced(fov_key="fov", normalize="none", restrict_to_fov=False)(
+        {"early": MetaTensor(early), "late": MetaTensor(late), "fov": fov}
+    )
+    assert d["ctrd"].meta["ctrd"]["restrict_to_fov"] is False
+    np.testing.assert_allclose(d["ctrd"].numpy(), np.abs(early - late), atol=1e-7)
+
+
 def test_normalisations(pair):
     early, late, fov = pair
     raw = np.abs(early - late)

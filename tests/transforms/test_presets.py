@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,9 @@ from scipy import ndimage as ndi
 
 from monai_lpuwf.data import generate_phantoms
 from monai_lpuwf.transforms import (
+    CheckTrainingScaled,
     CrossTemporalDifference,
+    TrainingScaleRecord,
     FieldOfView,
     LoadUWFImage,
     save_uwf_image,
@@ -82,8 +86,8 @@ def test_train_augmentation_draws_differ_between_items(tmp_path):
 
 def test_validation_pipeline_is_deterministic_resize(tmp_path):
     paths = _asymmetric_triplet(tmp_path)
-    out = uwf_train_transforms(48, sharpen=False, augment=False)(paths)
-    again = uwf_train_transforms(48, sharpen=False, augment=False)(paths)
+    out = uwf_train_transforms(48, sharpen=False, augment=False, val_resize=True)(paths)
+    again = uwf_train_transforms(48, sharpen=False, augment=False, val_resize=True)(paths)
     assert tuple(out["early"].shape) == (1, 48, 48)
     for k in out:
         torch.testing.assert_close(out[k], again[k])
@@ -183,3 +187,82 @@ def test_train_pipeline_with_registration_batches(tmp_path):
         assert float(reg["ctrd"].mean()) < float(unreg["ctrd"].mean())
     batch = next(iter(DataLoader(Dataset(items, pipeline), batch_size=2)))
     assert tuple(batch["late"].shape) == (2, 1, 64, 64) and tuple(batch["ctrd"].shape) == (2, 1, 64, 64)
+
+
+def _stripes(tmp_path, h, w, period=8.0):
+    """Frames of vertical stripes of ``period`` pixels: their period after a pipeline measures its scale."""
+    cc = np.mgrid[0:h, 0:w][1].astype(np.float32)
+    img = (0.5 * np.cos(2 * np.pi * cc / period))[None]
+    return {
+        "slo": str(save_uwf_image(np.repeat(img, 3, 0), tmp_path / "s.tif", bit_depth=16)),
+        "early": str(save_uwf_image(img, tmp_path / "e.tif", bit_depth=16)),
+        "late": str(save_uwf_image(img * 0.8, tmp_path / "l.tif", bit_depth=16)),
+    }
+
+
+def _period(image):
+    """Dominant horizontal period in pixels of a (1, H, W) image (mean spectrum of its rows)."""
+    rows = np.asarray(image[0], dtype=np.float64)
+    spectrum = np.abs(np.fft.rfft(rows - rows.mean(1, keepdims=True), axis=1)).mean(0)
+    spectrum[0] = 0
+    return rows.shape[1] / int(np.argmax(spectrum))
+
+
+def test_training_crops_at_the_scale_generation_uses(tmp_path):
+    """Default: crops of the native frame (stripes keep their 8-pixel period, as generation sees them);
+    ``crop_scale=1.125``: the frame is squashed first (period 8 * 81 / 160 here)."""
+    paths = _stripes(tmp_path, 120, 160)
+    pipeline = uwf_train_transforms((64, 64), sharpen=False, rotate_deg=0.0)
+    pipeline.set_random_state(0)
+    assert _period(pipeline(paths)["early"]) == pytest.approx(8.0, rel=0.05)
+    squashed = uwf_train_transforms((64, 72), sharpen=False, rotate_deg=0.0, crop_scale=1.125)
+    squashed.set_random_state(0)
+    assert _period(squashed(paths)["early"]) == pytest.approx(8.0 * 81 / 160, rel=0.1)
+    # validation follows the training scale: the central crop of the native frame, pixel for pixel
+    val = uwf_train_transforms((64, 64), sharpen=False, augment=False)(paths)
+    full = LoadUWFImage("fa")(paths["early"])
+    torch.testing.assert_close(val["early"].as_tensor(), full[:, 28:92, 48:112].as_tensor())
+    resized = uwf_train_transforms((64, 64), sharpen=False, augment=False, val_resize=True)(paths)
+    assert _period(resized["early"]) == pytest.approx(8.0 * 64 / 160, rel=0.1)  # the authors' whole-frame resize
+
+
+def test_native_crops_pad_frames_smaller_than_the_crop(tmp_path):
+    paths = _asymmetric_triplet(tmp_path, h=30, w=50)
+    for augment in (True, False):
+        out = uwf_train_transforms((40, 64), sharpen=False, augment=augment)(paths)
+        assert {tuple(v.shape[1:]) for v in out.values()} == {(40, 64)}
+        assert float(out["early"][0, 0].max()) == pytest.approx(-1.0)  # padded rows: black
+        assert float(out["fov"][0, 0].max()) == 0.0 and float(out["ctrd"][0, 0].max()) == 0.0
+
+
+def test_training_scale_record_and_the_generation_warning(tmp_path):
+    """A model trained on 64 x 64 phantoms, given a 640 x 512 photograph: generation warns naming the file."""
+    recs = generate_phantoms(tmp_path / "ph", num=3, size=(64, 64))
+    record = TrainingScaleRecord([{k: r[k] for k in ("slo", "early", "late")} for r in recs], (64, 64))
+    state = record.state_dict()
+    assert state["frame_size"] == [64.0, 64.0] and state["pixel_scale"] == [1.0, 1.0] and state["num_images"] == 3
+    torch.save({"model": {}, "training_scale": state}, tmp_path / "model.pt")
+    assert TrainingScaleRecord.read(tmp_path / "model.pt") == state
+    torch.save({"model": {}}, tmp_path / "old.pt")
+    assert TrainingScaleRecord.read(tmp_path / "old.pt") is None and TrainingScaleRecord.read(tmp_path / "no.pt") is None
+    # resized training (crop_scale): the model saw the frames at ceil(1.125 * 32) = 36 pixels
+    squashed = TrainingScaleRecord([{"slo": recs[0]["slo"]}], (32, 32), crop_scale=1.125).state_dict()
+    assert squashed["pixel_scale"] == [36 / 64, 36 / 64]
+
+    photo = np.random.default_rng(0).uniform(-1, 1, (3, 512, 640)).astype(np.float32)
+    photo_path = save_uwf_image(photo, tmp_path / "photo.png")
+    pre = uwf_inference_transforms(8, sharpen=False, training_scale=state)
+    with pytest.warns(UserWarning, match=r"photo\.png.*640 x 512 pixels.*64 x 64"):
+        item = pre({"slo": str(photo_path)})
+    assert tuple(item["slo"].shape) == (3, 512, 640)  # the data pass unchanged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a phantom of the training size: no warning
+        pre({"slo": recs[0]["slo"]})
+        uwf_inference_transforms(8, sharpen=False)({"slo": str(photo_path)})  # no record: nothing checked
+    # colour far from the training SLOs at the right size
+    green = np.full((3, 64, 64), -1.0, np.float32)
+    green[1] = 0.9
+    with pytest.warns(UserWarning, match="mean colour"):
+        pre({"slo": str(save_uwf_image(green, tmp_path / "green.png"))})
+    with pytest.raises(ValueError, match="tolerance"):
+        CheckTrainingScaled(record=state, tolerance=0.5)
