@@ -197,14 +197,14 @@ def read_uwf_array(path: PathLike, reader: ImageReader | None = None) -> tuple[n
         ) from e
     if isinstance(reader, PydicomReader) and "BitsStored" in img:
         meta["bits_stored"] = int(img.BitsStored)
-    if isinstance(reader, NibabelReader):  # NIfTI array axes are (x, y) = (columns, rows)
+    if isinstance(reader, NibabelReader):  # NIfTI array axes are (x, y[, z][, c]) = (columns, rows, ...)
         arr = np.swapaxes(arr, 0, 1) if arr.ndim >= 2 else arr
-    # drop singleton slice axes (ITK reads a 2D DICOM as (1, H, W[, C]), NIfTI may hold (X, Y, 1[, C])); a
-    # 3D array whose last axis is a channel count (<= 4) is a picture (H, W, C), even of one row (1 x 1 x 3)
-    while arr.ndim > 2 and arr.shape[0] == 1 and (arr.ndim == 4 or arr.shape[-1] > 4):
-        arr = arr[0]
-    if arr.ndim == 4 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
+        if arr.ndim == 4 and arr.shape[2] == 1:  # (rows, columns, 1 slice, channels)
+            arr = arr[:, :, 0]
+    else:  # drop leading singleton slice axes (ITK reads a 2D DICOM as (1, H, W[, C])); a 3D array whose last
+        # axis is a channel count (<= 4) is a picture (H, W, C), even of one row (1 x 1 x 3)
+        while arr.ndim > 2 and arr.shape[0] == 1 and (arr.ndim == 4 or arr.shape[-1] > 4):
+            arr = arr[0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4):
         raise UWFImageError(
             f"{path}: array of shape {arr.shape} is not a 2D picture (H, W) or (H, W, channels<=4); "

@@ -168,15 +168,21 @@ def test_non_numeric_pixel_types_are_refused(tmp_path):
         LoadUWFImage("fa")(tmp_path / "c.tif")
 
 
-@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".nii.gz"])
 @pytest.mark.parametrize("width", [1, 100])
 def test_one_row_pictures_keep_their_row_and_channels(tmp_path, suffix, width):
     """A 1 x W RGB picture is (3, 1, W) as SLO (it was read as a grey (1, W)-pixel picture: wrong reason) and
-    grey-as-RGB 1 x W is (1, 1, W) as FA (it was (1, 1, 3))."""
+    grey-as-RGB 1 x W is (1, 1, W) as FA (it was (1, 1, 3)); NIfTI colour is stored as (x, y, 1 slice, c)."""
 
     def write(name, arr):
         path = tmp_path / f"{name}{suffix}"
-        Image.fromarray(arr).save(path) if suffix == ".png" else tifffile.imwrite(path, arr)
+        if suffix == ".png":
+            Image.fromarray(arr).save(path)
+        elif suffix == ".tif":
+            tifffile.imwrite(path, arr)
+        else:
+            stored = np.swapaxes(arr, 0, 1)[:, :, None] if arr.ndim == 3 else arr.T
+            nib.save(nib.Nifti1Image(stored.copy(), np.eye(4)), path)
         return path
 
     rgb = np.stack([np.arange(width), np.arange(width) + 60, np.arange(width) + 120], -1)[None].astype(np.uint8)
