@@ -11,9 +11,10 @@ linear. For each frame size this prints
   :func:`~monai_lpuwf.inferers.denoise_tiled`;
 
 the time (s), the time per megapixel (flat = linear), the ratio whole / tiled, the peak memory of each call, and
-the sampler's memory estimate (:meth:`LPUWFSampler.memory_estimate`) beside the measured peak of a tiled decode
-plus step. The whole-frame version is skipped where its time, extrapolated quadratically from the previous size,
-would exceed ``--max_seconds``.
+the sampler's memory estimate (:meth:`LPUWFSampler.memory_estimate`, which also counts the whole-frame buffers of a
+generation) beside the measured peaks. The whole-frame version is skipped where its time, extrapolated from the
+previous sizes (with the growth exponent of the last two measured sizes; quadratic after the first), would exceed
+``--max_seconds``; its ratio is then the predicted one, marked "predicted".
 
 Peak memory (CPU, Linux): the kernel's resident-set high-water mark, reset with ``/proc/self/clear_refs`` just
 before the call, minus the resident set before it (the process re-executes itself with
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import time
@@ -97,7 +99,7 @@ def main() -> None:
         flush=True,
     )
     rows = []
-    last: dict[str, tuple[float, float] | None] = {"decode": None, "step": None}
+    measured: dict[str, list[tuple[float, float]]] = {"decode": [], "step": []}  # (seconds, megapixels)
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))
         divisor = model.size_divisor
@@ -121,14 +123,20 @@ def main() -> None:
         }
         for name, (tiled, whole) in calls.items():
             row[f"{name}_tiled"] = measure(tiled, device)
-            previous = last[name]
-            predicted = None if previous is None else previous[0] * (megapixels / previous[1]) ** 2
+            points = measured[name]
+            predicted = None
+            if points:
+                exponent = 2.0
+                if len(points) > 1:
+                    (t0, m0), (t1, m1) = points[-2:]
+                    exponent = max(1.0, math.log(t1 / t0) / math.log(m1 / m0))
+                predicted = points[-1][0] * (megapixels / points[-1][1]) ** exponent
             if predicted is not None and predicted > args.max_seconds:
                 row[f"{name}_whole"] = None
                 row[f"{name}_predicted"] = predicted
             else:
                 row[f"{name}_whole"] = measure(whole, device)
-                last[name] = (row[f"{name}_whole"][0], megapixels)
+                points.append((row[f"{name}_whole"][0], megapixels))
         row["estimate"] = sampler.memory_estimate(model, 1, (height, width)) / 2**20
         rows.append(row)
         print(f"  {row['size']}: done", flush=True)
@@ -149,7 +157,7 @@ def main() -> None:
             if whole is not None:
                 ratios.append(f"{whole[0] / tiled[0]:.2f}")
             else:
-                ratios.append(f"(> {row[f'{name}_predicted'] / tiled[0]:.0f} predicted)")
+                ratios.append(f"{row[f'{name}_predicted'] / tiled[0]:.1f} predicted")
         peaks_whole = " / ".join("-" if row[f"{n}_whole"] is None else f"{row[f'{n}_whole'][1]:.0f}" for n in calls)
         print(
             f"| {row['size']} | {cell(row['decode_tiled'], row['mpx'])} | {cell(row['decode_whole'])} | {ratios[0]} "
