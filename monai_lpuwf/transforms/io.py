@@ -32,9 +32,10 @@ the float's size in bits, e.g. 32, so that items of any format can be collated i
 Channels
 --------
 ``modality="slo"`` gives 3 channels (an alpha channel is dropped; a grey SLO is an error unless
-``slo_grey="repeat"``, on the bundle command line ``--load_kwargs "{'slo_grey':'repeat'}"``). ``modality="fa"`` gives 1 channel: grey stored as RGB (all channels equal up to a small
-tolerance, e.g. the authors' 24-bit BMPs or a JPEG) collapses to one channel; a truly coloured FA is an error unless
-``fa_colour`` says how to make it grey. A picture of one row (1 x W, even 1 x 1, with or without colour) is read
+``slo_grey="repeat"``, on the bundle command line ``--load_kwargs "{'slo_grey':'repeat'}"``).
+``modality="fa"`` gives 1 channel: grey stored as RGB (all channels equal up to a small tolerance, e.g. the authors'
+24-bit BMPs or a JPEG) collapses to one channel; a truly coloured FA is an error unless ``fa_colour`` says how to
+make it grey. A picture of one row (1 x W, even 1 x 1, with or without colour) is read
 as one row: ``(H, W, C)`` arrays are never taken for a stack of slices.
 """
 
@@ -303,7 +304,7 @@ class LoadUWFImage(Transform):
         else:
             low, high = (float(v) for v in value_range)
             if not np.isfinite([low, high]).all() or high <= low:
-                raise ValueError(f"value_range must be two finite numbers (low, high) with low < high, got {value_range}.")
+                raise ValueError(f"value_range must be two finite numbers (low, high), low < high; got {value_range}.")
             self.value_range = (low, high)
         self.fa_colour = look_up_option(fa_colour, _FA_COLOUR)
         self.slo_grey = look_up_option(slo_grey, ("raise", "repeat"))

@@ -286,8 +286,8 @@ def test_float_nan_and_unscaled_inputs_are_named_and_the_others_generated(bundle
     assert "--load_kwargs \"{'value_range':(0,255)}\"" in message
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["a_good_late.png", "b_float_late.png", "e_last_late.png"]
-    same = np.asarray(Image.open(out / "b_float_late.png")).astype(int) - np.asarray(Image.open(out / "e_last_late.png"))
-    assert np.abs(same).max() <= 1  # the float file holds the BMP's picture / 255
+    as_float = np.asarray(Image.open(out / "b_float_late.png")).astype(int)  # the BMP's picture / 255 as float
+    assert np.abs(as_float - np.asarray(Image.open(out / "e_last_late.png"))).max() <= 1
     # repaired / scaled when asked: every file generated
     run_inference(bundle, tmp_path, checkpoint, input_dir=str(folder), output_dir=str(tmp_path / "all"),
                   load_kwargs={"nonfinite": "black", "value_range": "minmax"})  # fmt: skip

@@ -214,7 +214,8 @@ def test_inference_command_over_the_corpus_names_each_refused_file_and_writes_on
     with h.one_thread():
         checkpoint = h.write_checkpoint(tmp_path / "model.pt")
         err = h.bundle_error(InferenceInputError, h.run_bundle, bundle, tmp_path, ("inference.json",), checkpoint,
-                             input_dir=str(folder), output_dir=str(out), batch_size=8, num_inference_steps=1)  # fmt: skip
+                             input_dir=str(folder), output_dir=str(out), batch_size=8,
+                             num_inference_steps=1)  # fmt: skip
     message = str(err)
     assert f"{len(inputs.failures)} of {len(corpus)} input item(s) could not be used" in message
     assert f"The other {len(good)} item(s) were generated" in message
