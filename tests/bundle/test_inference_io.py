@@ -10,6 +10,7 @@ from monai.data import MetaTensor
 from PIL import Image
 
 from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf import inference_io
 from monai_lpuwf.inference_io import (
     InferenceInputError,
     InferenceInputs,
@@ -121,7 +122,9 @@ def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypat
     ``error: <message>``; any other error goes to the previous hook (traceback); ``debug`` restores that hook."""
     calls = []
     previous = lambda *args: calls.append(args)  # noqa: E731
+    # both restored after the test (an earlier in-process bundle run may have installed the hook)
     monkeypatch.setattr(sys, "excepthook", previous)
+    monkeypatch.setattr(inference_io._brief_excepthook, "previous", sys.__excepthook__, raising=False)
     brief_input_errors(False)
     brief_input_errors("false")  # installed once
     assert sys.excepthook is not previous
