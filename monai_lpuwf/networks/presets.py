@@ -1,4 +1,9 @@
-"""Named LPUWF-LDM configurations: the paper's sizes and a small CPU demo model of the same topology."""
+"""Named LPUWF-LDM configurations: the paper's sizes and a small CPU demo model of the same topology.
+
+The same architectures are bundle configs, ``bundle/configs/presets/{paper,small}.json`` (``"preset"`` spelled out,
+editable like any config entry); ``tests/bundle/test_paper_config.py`` checks that they equal :data:`PRESETS`, so
+a change here is copied there (and the other way round).
+"""
 
 from __future__ import annotations
 
@@ -66,7 +71,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "controlnet": {"conditioning_embedding_num_channels": (8, 16, 32)},
         "scale_factor": 1.0,
-        "schedule": dict(_LINEAR_DDPM_1000),
+        # the denoiser predicts the clean latents (not the noise): on CPU budgets it learns to follow the SLO where
+        # epsilon prediction learns an average picture (bundle/docs/README.md, "A recipe that learns on a CPU")
+        "schedule": {**_LINEAR_DDPM_1000, "prediction_type": "sample"},
     },
 }
 
@@ -77,7 +84,8 @@ def build_model(preset: str | Mapping[str, Any] = "small", **overrides: Any) -> 
     """Build an :class:`LPUWFModel` from a named preset (``"paper"`` or ``"small"``) or a config dict.
 
     Args:
-        preset: a key of :data:`PRESETS` or a full config (e.g. a checkpoint's ``model.config``).
+        preset: a key of :data:`PRESETS` or a full config (e.g. a checkpoint's ``model.config``, or the ``"preset"``
+            of ``bundle/configs/presets/small.json``; lists are taken as tuples).
         overrides: top-level config entries to replace (``scale_factor=...``, ``spatial_dims=3``); for the
             sections ``autoencoder``, ``unet``, ``controlnet`` and ``schedule`` a dict is merged into the
             preset's, e.g. ``build_model("small", unet={"num_res_blocks": 2})``.
@@ -91,4 +99,13 @@ def build_model(preset: str | Mapping[str, Any] = "small", **overrides: Any) -> 
             config[key] = {**config.get(key, {}), **value}
         else:
             config[key] = value
-    return LPUWFModel.from_config(config)
+    return LPUWFModel.from_config(_tuples(config))
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists as tuples (a config read from ``bundle/configs/presets/*.json`` equals the Python preset)."""
+    if isinstance(value, Mapping):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
