@@ -52,7 +52,8 @@ def build_scheduler(
 
     Args:
         name: ``"ddpm"`` (the paper: 1000 ancestral steps), ``"ddim"`` or ``"pndm"`` (few steps).
-        schedule: ``num_train_timesteps``, ``schedule``, ``beta_start``, ``beta_end`` (``LPUWFModel.schedule``).
+        schedule: ``num_train_timesteps``, ``schedule``, ``beta_start``, ``beta_end``, ``prediction_type``...
+            (``LPUWFModel.schedule``; every key is passed on).
         clip_sample: clip the predicted clean sample to [-1, 1] at every step (DDPM/DDIM). MONAI defaults to
             ``True``, which suits pixel-space diffusion on [-1, 1] images; scaled latents are not bounded to
             [-1, 1] (their std is ~1, so a good share of values lies outside), and clipping them distorts the
@@ -67,7 +68,15 @@ def build_scheduler(
         args["clip_sample"] = clip_sample
     if cls is PNDMScheduler:  # PLMS only: MONAI's Runge-Kutta warm-up steps fail for small step counts
         args.setdefault("skip_prk_steps", True)
-    return cls(**args)
+    try:
+        return cls(**args)
+    except ValueError as e:
+        if "prediction_type" not in str(e):
+            raise
+        raise ValueError(
+            f"the '{name}' scheduler does not support prediction_type='{args.get('prediction_type')}' (the model's "
+            f"training schedule): {e}; use a scheduler that does (e.g. 'ddim' or 'ddpm')."
+        ) from e
 
 
 class LPUWFSampler:
@@ -89,9 +98,10 @@ class LPUWFSampler:
     **Large frames**: the U-Net's attention levels and the autoencoder's non-local attention cost time in the
     square of the number of latent pixels. Frames whose latent grid exceeds ``denoise_tile`` / ``decode_tile``
     (latent pixels a side) are denoised / decoded in overlapping tiles of that size blended with smooth windows
-    (:mod:`monai_lpuwf.inferers.tiling`), so the cost grows linearly with the pixel count; a 4000 x 3200 Optos
-    frame takes minutes, not hours. Before starting, the memory needed is estimated and compared with the free
-    memory of the device; a frame that cannot fit stops with a ``MemoryError`` that says how much is needed.
+    (:mod:`monai_lpuwf.inferers.tiling`), so the cost grows linearly with the pixel count (a 4000 x 3200 Optos
+    frame decodes ~12x faster than whole: ``benchmarks/bench_large_frames.py``). Before starting, the memory
+    needed is estimated and compared with the free memory of the device; a frame that cannot fit stops with a
+    ``MemoryError`` that says how much is needed.
 
     Args:
         scheduler: ``"ddim"``, ``"ddpm"`` (the paper, use ``num_inference_steps=1000``), ``"pndm"``, or a MONAI
@@ -155,7 +165,8 @@ class LPUWFSampler:
             raise ValueError("num_inference_steps and num_samples must be >= 1.")
         if isinstance(scheduler, str):
             look_up_option(scheduler.lower(), SCHEDULERS)
-        for name, tile, overlap in (("decode", decode_tile, decode_overlap), ("denoise", denoise_tile, denoise_overlap)):
+        tiles = (("decode", decode_tile, decode_overlap), ("denoise", denoise_tile, denoise_overlap))
+        for name, tile, overlap in tiles:
             if overlap < 0 or (tile is not None and int(tile) <= overlap):
                 raise ValueError(
                     f"{name}_tile={tile} must be larger than {name}_overlap={overlap} >= 0 (or {name}_tile=None)."
@@ -310,16 +321,18 @@ class LPUWFSampler:
         if self.progress:
             total = self.num_samples * (self.num_inference_steps * n_den + n_dec)
             bar = tqdm(  # disable=None: only on a terminal (logs and captured output stay clean)
-                total=total, desc="sampling", unit="tile" if n_den > 1 or n_dec > 1 else "step", leave=False, disable=None
+                total=total,
+                desc="sampling",
+                unit="tile" if n_den > 1 or n_dec > 1 else "step",
+                leave=False,
+                disable=None,
             )
         draws = []
         try:
             for k in range(self.num_samples):
                 scheduler = self.make_scheduler(model)
-                generators = [
-                    torch.Generator(device=device).manual_seed(item_seed(self.seed + k, None if ids is None else ids[i]))
-                    for i in range(batch)
-                ]
+                seeds = [item_seed(self.seed + k, None if ids is None else ids[i]) for i in range(batch)]
+                generators = [torch.Generator(device=device).manual_seed(value) for value in seeds]
                 step_kwargs = [self._step_kwargs(scheduler, g) for g in generators]
                 per_item = "generator" in step_kwargs[0]
                 x = torch.cat([torch.randn(latent_shape, generator=g, device=device) for g in generators])
@@ -342,7 +355,10 @@ class LPUWFSampler:
                     )  # fmt: skip
                     if per_item:  # each image's step noise from its own generator
                         x = torch.cat(
-                            [scheduler.step(eps[i : i + 1], int(t), x[i : i + 1], **step_kwargs[i])[0] for i in range(batch)]
+                            [
+                                scheduler.step(eps[i : i + 1], int(t), x[i : i + 1], **step_kwargs[i])[0]
+                                for i in range(batch)
+                            ]
                         )
                     else:
                         x, _ = scheduler.step(eps, int(t), x, **step_kwargs[0])

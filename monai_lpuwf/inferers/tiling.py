@@ -219,9 +219,8 @@ def denoise_tiled(
 
     def fn(window: Window) -> torch.Tensor:
         image_window = (slice(None), slice(None)) + tuple(slice(s.start * factor, s.stop * factor) for s in window)
-        return model.denoise(
-            x_t[(slice(None), slice(None)) + window], timesteps, slo[image_window], conditioning_scale=conditioning_scale
-        )
+        x_tile = x_t[(slice(None), slice(None)) + window]
+        return model.denoise(x_tile, timesteps, slo[image_window], conditioning_scale=conditioning_scale)
 
     return blend_tiles(fn, tile_windows(spatial, tile, overlap, multiple), spatial, overlap, 1, on_tile)
 

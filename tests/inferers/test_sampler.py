@@ -19,11 +19,11 @@ def _manual_ddim(model, slo, steps, seed):
     """Oracle: the generation loop written out with MONAI's DDIMScheduler (no clipping), SLO at full resolution
     for the ControlNet and through the gated encoder for the decoder; each image's noise from its own generator
     seeded with ``seed``."""
-    sched = DDIMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02, clip_sample=False)
+    sched = DDIMScheduler(**model.schedule, clip_sample=False)  # the model's training schedule (and prediction type)
     sched.set_timesteps(steps)
     gen = torch.Generator().manual_seed(seed)
     b, _, h, w = slo.shape
-    x = torch.cat([torch.randn((1, 4, h // 4, w // 4), generator=torch.Generator().manual_seed(seed)) for _ in range(b)])
+    x = torch.cat([torch.randn((1, 4, h // 4, w // 4), generator=torch.Generator().manual_seed(seed))] * b)
     with torch.no_grad():
         for t in sched.timesteps:
             tt = torch.full((b,), int(t), dtype=torch.long)
@@ -106,10 +106,12 @@ def test_schedulers_and_clip_sample(tiny_model):
     torch.testing.assert_close(paper.betas, DDPMScheduler(num_train_timesteps=1000).betas)
     slo = _slo((1, 3, 32, 32))
     for name in ("pndm", "ddpm"):
+        # MONAI's PNDM predicts epsilon or v only: force epsilon whatever the model's schedule says
+        kwargs = {"scheduler_kwargs": {"prediction_type": "epsilon"}} if name == "pndm" else {}
         with pytest.warns(UserWarning, match="consecutive") if name == "ddpm" else _no_warning():
-            out = LPUWFSampler(name, num_inference_steps=3)(slo, tiny_model)
+            out = LPUWFSampler(name, num_inference_steps=3, **kwargs)(slo, tiny_model)
         assert out["pred"].shape == (1, 1, 32, 32) and torch.isfinite(out["pred"]).all()
-    own = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
+    own = DDIMScheduler(**tiny_model.schedule, clip_sample=False)
     torch.testing.assert_close(
         LPUWFSampler(own, num_inference_steps=4, seed=3)(_slo((2, 3, 32, 32)), tiny_model)["pred"],
         _manual_ddim(tiny_model, _slo((2, 3, 32, 32)), 4, 3),
@@ -122,6 +124,18 @@ class _no_warning:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_the_whole_schedule_reaches_the_scheduler():
+    """Every key of the model's schedule is passed on (prediction_type included); one a scheduler cannot take is
+    refused naming the scheduler and the type."""
+    schedule = {"num_train_timesteps": 500, "schedule": "linear_beta", "prediction_type": "v_prediction"}
+    for name in ("ddim", "ddpm", "pndm"):
+        scheduler = build_scheduler(name, schedule)
+        assert scheduler.num_train_timesteps == 500 and scheduler.prediction_type == "v_prediction"
+    assert build_scheduler("ddim", {**schedule, "prediction_type": "sample"}).prediction_type == "sample"
+    with pytest.raises(ValueError, match="'pndm' scheduler does not support prediction_type='sample'"):
+        build_scheduler("pndm", {**schedule, "prediction_type": "sample"})
 
 
 def test_errors(tiny_model):

@@ -30,6 +30,7 @@ def random_model():
         unet={"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
         controlnet={"conditioning_embedding_num_channels": (4, 8, 8)},
         scale_factor=0.5,
+        schedule={"prediction_type": "epsilon"},
     ).eval()
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
