@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Train the `small` preset through the four stages on the authors' seven real samples (train/ 1-4; val/ 7, 8, 10
+# held out), then generate the validation frames at their native 853 x 682 size and score them beside the
+# constant-image and early-phase predictors (eval report: <bundle_root>/eval/report/).
+#
+#   bash bundle/scripts/real_cpu.sh                         # writes into runs/real_cpu/ (git-ignored)
+#   BUNDLE_ROOT=/tmp/real bash bundle/scripts/real_cpu.sh
+#   REAL_DATA=/path/to/uwf-samples bash bundle/scripts/real_cpu.sh
+#   bash bundle/scripts/real_cpu.sh --seed 1                # extra overrides go to every training stage
+#   REAL_CPU_DRY_RUN=1 bash bundle/scripts/real_cpu.sh      # print the commands only
+#
+# Expected time on the 2-core development machine, one PyTorch thread, machine otherwise idle: about one hour
+# (an estimate from the iteration speeds in bundle/docs/README.md "Performance", not a measured run):
+#   (1) autoencoder 600 iterations (batches of 2) ~ 4 min; (2) SLO encoder 300 ~ 2 min;
+#   (3) early-phase diffusion 2000 iterations (batches of 4) ~ 30 min; (4) late-phase 600 ~ 9 min;
+#   (5) generation + evaluation of 3 frames of 853 x 682 at 25 DDIM steps ~ 6 min.
+# Measured start (a check, stopped after 7 epochs): stage 1 took 4.8-5.7 s per epoch (2 iterations) with the
+# machine at load average 10 on its 2 cores, i.e. about 5 times the idle estimate: under such load the whole run
+# takes several hours. Training crops 128 x 128 at the native
+# resolution (the default crop_scale null), the scale generation runs at; every crop sees a part of the eye.
+set -euo pipefail
+
+BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$BUNDLE_DIR/.." && pwd)"
+BUNDLE_ROOT="${BUNDLE_ROOT:-$REPO_DIR/runs/real_cpu}"
+REAL_DATA="${REAL_DATA:-$REPO_DIR/../shared/uwf-samples}"
+PYTHON="${PYTHON:-python}"
+if [[ ! -d "$REAL_DATA/train" || ! -d "$REAL_DATA/val" ]]; then
+    echo "error: no real samples in '$REAL_DATA' (train/ and val/ expected); set REAL_DATA=/path/to/uwf-samples" >&2
+    exit 1
+fi
+mkdir -p "$BUNDLE_ROOT"
+BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
+REAL_DATA="$(cd "$REAL_DATA" && pwd)"
+
+COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
+TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --preset small --image_size "[128,128]" --log_interval 50)
+STAGE1=(--max_epochs 300 --val_interval 300 --lr 5e-4)
+STAGE2=(--max_epochs 150 --val_interval 150 --lr 5e-4 --adversarial_warmup_epochs 10)
+STAGE3=(--max_epochs 2000 --val_interval 1000 --lr 1e-3 --lr_warmup_iterations 50 --train_batch_size 4)
+STAGE4=(--max_epochs 600 --val_interval 600 --lr 5e-4 --train_batch_size 4)
+EVAL=("${COMMON[@]}" --dataset_dir "$REAL_DATA/val" --train_dir "$REAL_DATA/train" --fid False
+    --num_inference_steps 25)
+
+cd "$BUNDLE_DIR"
+step() {
+    local title="$1"
+    shift
+    echo
+    echo "=== $title"
+    echo "+ $PYTHON -m monai.bundle run $*"
+    if [[ -n "${REAL_CPU_DRY_RUN:-}" ]]; then return 0; fi
+    local start=$SECONDS
+    "$PYTHON" -m monai.bundle run "$@"
+    echo "=== $title: done in $((SECONDS - start)) s"
+    export PYTHONWARNINGS="ignore:parsing config_file${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
+}
+
+start_all=$SECONDS
+step "[1/5] FA autoencoder" training \
+    --config_file "['configs/common.json','configs/train_autoencoder.json']" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
+step "[2/5] gated SLO encoder" training \
+    --config_file "['configs/common.json','configs/train_autoencoder.json','configs/train_condition_encoder.json']" \
+    "${TRAIN[@]}" "${STAGE2[@]}" "$@"
+step "[3/5] early-phase latent diffusion" training \
+    --config_file "['configs/common.json','configs/train_diffusion.json']" "${TRAIN[@]}" "${STAGE3[@]}" "$@"
+step "[4/5] late-phase fine-tuning (CTRD loss)" training \
+    --config_file "['configs/common.json','configs/train_diffusion.json','configs/train_late.json']" \
+    "${TRAIN[@]}" "${STAGE4[@]}" "$@"
+step "[5/5] generate the validation frames at native size and score them" \
+    --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}"
+
+if [[ -n "${REAL_CPU_DRY_RUN:-}" ]]; then exit 0; fi
+echo
+echo "real-data CPU run finished in $((SECONDS - start_all)) s"
+echo "  model:             $BUNDLE_ROOT/models/model.pt"
+echo "  evaluation report: $BUNDLE_ROOT/eval/report/ (model beside the constant and early-phase predictors)"
