@@ -228,7 +228,9 @@ def uwf_inference_transforms(
     xforms: list = [LoadUWFImaged(keys=keys, allow_missing_keys=allow_missing_keys, **dict(load_kwargs or {}))]
     if training_scale is not None and slo_key in keys:
         xforms.append(
-            CheckTrainingScaled(slo_key, training_scale, tolerance=scale_tolerance, allow_missing_keys=allow_missing_keys)
+            CheckTrainingScaled(
+                slo_key, training_scale, tolerance=scale_tolerance, allow_missing_keys=allow_missing_keys
+            )
         )
     if sharpen and slo_key in keys:
         xforms.append(UnsharpMaskd(keys=slo_key, allow_missing_keys=allow_missing_keys, **dict(sharpen_kwargs or {})))

@@ -244,7 +244,8 @@ def test_training_scale_record_and_the_generation_warning(tmp_path):
     torch.save({"model": {}, "training_scale": state}, tmp_path / "model.pt")
     assert TrainingScaleRecord.read(tmp_path / "model.pt") == state
     torch.save({"model": {}}, tmp_path / "old.pt")
-    assert TrainingScaleRecord.read(tmp_path / "old.pt") is None and TrainingScaleRecord.read(tmp_path / "no.pt") is None
+    assert TrainingScaleRecord.read(tmp_path / "old.pt") is None
+    assert TrainingScaleRecord.read(tmp_path / "no.pt") is None
     # resized training (crop_scale): the model saw the frames at ceil(1.125 * 32) = 36 pixels
     squashed = TrainingScaleRecord([{"slo": recs[0]["slo"]}], (32, 32), crop_scale=1.125).state_dict()
     assert squashed["pixel_scale"] == [36 / 64, 36 / 64]
