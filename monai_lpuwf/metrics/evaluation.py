@@ -34,6 +34,7 @@ from monai_lpuwf.metrics.fid import frechet_distance_from_features
 from monai_lpuwf.metrics.inception import INCEPTION_WEIGHTS_ENV, InceptionFeatureExtractor
 from monai_lpuwf.metrics.inception_score import inception_score
 from monai_lpuwf.metrics.report import EvaluationReport
+from monai_lpuwf.metrics.sensitivity import input_sensitivity, pairwise_correlation
 from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
 
 __all__ = [
@@ -177,6 +178,12 @@ class GenerationEvaluationHandler:
             recorded in ``summary.json`` next to the list of image ids.
         constant_source: where ``constant_value`` comes from (:func:`constant_baseline`), recorded likewise.
         generated_dir: folder of the generated images, named in the final log line.
+        network: the generating model; with ``seed_check_sampler``, the first ``seed_check_images`` frames are
+            generated a second time with that sampler (another seed) for the same-input correlation.
+        seed_check_sampler: an :class:`~monai_lpuwf.inferers.LPUWFSampler` with a seed other than the run's.
+        seed_check_images: frames regenerated for the seed check (the cost of a second generation is bounded).
+        sensitivity_size: frames are area-resized to this square grid for the input-sensitivity correlations when
+            their sizes differ (same-size frames are correlated as they are).
         pred_key, late_key, early_key, slo_key, std_key, fov_key: item keys.
 
     The handler reads, per frame, the merged ``engine.state.batch[i]`` / ``engine.state.output[i]`` dictionary:
@@ -201,6 +208,10 @@ class GenerationEvaluationHandler:
         scored: str | None = None,
         constant_source: str | None = None,
         generated_dir: str | os.PathLike | None = None,
+        network: Any = None,
+        seed_check_sampler: Any = None,
+        seed_check_images: int = 8,
+        sensitivity_size: int = 128,
         pred_key: str = "pred",
         late_key: str = "late",
         early_key: str = "early",
@@ -222,6 +233,11 @@ class GenerationEvaluationHandler:
         self.constant_source = constant_source
         self.generated_dir = None if generated_dir is None else str(generated_dir)
         self.without_early: list[str] = []
+        self.network = network
+        self.seed_check_sampler = seed_check_sampler
+        self.seed_check_images = int(seed_check_images)
+        self.sensitivity_size = int(sensitivity_size)
+        self.sensitivity: dict[str, list[torch.Tensor]] = {"pred": [], "late": [], "fov": [], "pred_a": [], "pred_b": []}
         self.keys = {"pred": pred_key, "late": late_key, "early": early_key, "slo": slo_key, "std": std_key,
                      "fov": fov_key}  # fmt: skip
         self.features: dict[str, list[torch.Tensor]] = {}
@@ -281,12 +297,48 @@ class GenerationEvaluationHandler:
                 feats, logits = self.inception(image)
                 self.features.setdefault(name, []).append(feats)
                 self.logits.setdefault(name, []).append(logits)
+        self._add_sensitivity_item(item, pred, late, fov)
         if len(self.report.examples) < self.max_examples:
             self.report.add_examples(
                 [{"id": image_id, "slo": _batch(item.get(k["slo"])), "pred": pred, "late": late,
                   "pred_std": _batch(item.get(k["std"]))}],
                 max_rows=self.max_examples,
             )  # fmt: skip
+
+    def _add_sensitivity_item(self, item: Mapping[str, Any], pred: torch.Tensor, late: torch.Tensor, fov) -> None:
+        """Keep the frame for the input-sensitivity figures; regenerate it with another seed when asked."""
+        self.sensitivity["pred"].append(pred)
+        self.sensitivity["late"].append(late)
+        self.sensitivity["fov"].append(fov if fov is not None else torch.ones_like(late))
+        slo = item.get(self.keys["slo"])
+        checked = len(self.sensitivity["pred_a"])
+        if self.seed_check_sampler is None or self.network is None or slo is None or checked >= self.seed_check_images:
+            return
+        again = self.seed_check_sampler(_batch(torch.as_tensor(slo)), self.network)["pred"].float().cpu()
+        # the SLO is the padded network input; the scored frame was cropped back (symmetric padding)
+        h, w = pred.shape[-2:]
+        top, left = (again.shape[-2] - h) // 2, (again.shape[-1] - w) // 2
+        self.sensitivity["pred_a"].append(pred)
+        self.sensitivity["pred_b"].append(again[..., top : top + h, left : left + w])
+
+    def _common_grid(self, images: list[torch.Tensor]) -> torch.Tensor:
+        if len({tuple(i.shape[-2:]) for i in images}) == 1:
+            return torch.cat(images)
+        size = (self.sensitivity_size, self.sensitivity_size)
+        return torch.cat([torch.nn.functional.interpolate(i.float(), size=size, mode="area") for i in images])
+
+    def input_sensitivity(self) -> dict[str, Any]:
+        """:func:`~monai_lpuwf.metrics.sensitivity.input_sensitivity` of the scored frames (whole frame), plus the
+        same-input correlation across two sampling seeds on the frames regenerated for the seed check."""
+        frames = self.sensitivity
+        if len(frames["pred"]) < 2:
+            return {"note": "input sensitivity needs at least two frames."}
+        out: dict[str, Any] = input_sensitivity(self._common_grid(frames["pred"]), self._common_grid(frames["late"]))
+        if frames["pred_a"]:
+            pairs = [pairwise_correlation(a, b)[0, 0] for a, b in zip(frames["pred_a"], frames["pred_b"])]
+            out["same_input_seed_corr"] = float(torch.stack(pairs).mean())
+            out["seed_check_images"] = len(pairs)
+        return out
 
     def distribution_scores(self) -> dict[str, Any]:
         """FID and IS of every predictor (``None`` without Inception or with fewer than 2 frames) and the
@@ -330,6 +382,7 @@ class GenerationEvaluationHandler:
             "top_percent": self.top_percent,
             "lpips": self.perceptual is not None,
             **self.distribution_scores(),
+            "input_sensitivity": self.input_sensitivity(),
             "settings": self.settings,
         }
         figure = None
@@ -345,6 +398,14 @@ class GenerationEvaluationHandler:
                 f"{n}={v['mean']:.4f}" for n, v in scores.items() if n in ("psnr", "ms_ssim", "ms_ssim_fov")
             )
             logger.info("%s: %s", predictor, shown)
+        sens = extra["input_sensitivity"]
+        if "cross_input_corr" in sens:
+            logger.info(
+                "input sensitivity: outputs of different inputs correlate %.3f (real late phases %.3f); own - other "
+                "late-phase correlation %.3f%s",
+                sens["cross_input_corr"], sens["real_cross_input_corr"], sens["own_minus_other_corr"],
+                f"; same input, two seeds {sens['same_input_seed_corr']:.3f}" if "same_input_seed_corr" in sens else "",
+            )  # fmt: skip
         if self.scored:
             logger.info("scored %s", self.scored)
         if self.without_early:

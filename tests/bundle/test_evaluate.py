@@ -139,6 +139,14 @@ def test_scores_equal_monai_metrics_on_the_written_files(bundle, tmp_path, check
     assert summary["num_images"] == 4 and summary["images"] == ids and summary["lpips"] is False
     assert summary["scored"].startswith("every triplet of folder") and summary["without_early"] == []
     assert summary["settings"]["sampler"] == "ddim" and summary["settings"]["num_inference_steps"] == h.STEPS
+    # input sensitivity on the written files (numpy oracle), and a second draw of each frame with another seed
+    sens = summary["input_sensitivity"]
+    preds = np.stack([generated(report, i).numpy().ravel() for i in ids])
+    lates = np.stack([unit(dataset / f"{i}.2.png").numpy().ravel() for i in ids])
+    off = ~np.eye(len(ids), dtype=bool)
+    assert sens["cross_input_corr"] == pytest.approx(np.corrcoef(preds)[off].mean(), abs=2e-3)  # 8-bit files
+    assert sens["real_cross_input_corr"] == pytest.approx(np.corrcoef(lates)[off].mean(), abs=1e-4)
+    assert sens["seed_check_images"] == 4 and -1 <= sens["same_input_seed_corr"] <= 1
 
 
 def _kaiming_inception(path: Path) -> Path:

@@ -32,10 +32,10 @@ def _options(command: list[str]) -> dict[str, str]:
     return {args[i][2:]: args[i + 1] for i in range(0, len(args) - 1, 2)}
 
 
-def test_quickstart_runs_the_four_stages_then_inference(tmp_path, bundle):
+def test_quickstart_runs_the_four_stages_then_inference_and_scoring(tmp_path, bundle):
     bundle_dir = bundle.BUNDLE_DIR
     commands = _dry_run(bundle_dir, tmp_path, "--seed", "3")
-    assert len(commands) == 5
+    assert len(commands) == 6
     for command, stage in zip(commands[:4], bundle.STAGES):
         assert command[1:5] == ["-m", "monai.bundle", "run", "training"]
         options = _options(command)
@@ -44,6 +44,9 @@ def test_quickstart_runs_the_four_stages_then_inference(tmp_path, bundle):
         assert options["seed"] == "3" and options["bundle_root"] == str(tmp_path)
     inference = _options(commands[4])
     assert inference["config_file"] == "configs/inference.json" and "seed" not in inference
+    scoring = _options(commands[5])  # the held-out split, each frame drawn twice (same-input correlation)
+    assert ast.literal_eval(scoring["config_file"]) == ["configs/inference.json", "configs/evaluate.json"]
+    assert scoring["eval_split"] == "validation" and int(scoring["seed_check_images"]) > 0
     for command in commands:
         options = _options(command)
         files = options["config_file"]
