@@ -140,7 +140,10 @@ class TrainingScaleRecord:
         """The record stored in a model file, or ``None`` (no file, or a file from a run without the record)."""
         if not os.path.isfile(path):
             return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: the weights are not read (generation loads them once, elsewhere)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         record = checkpoint.get(TRAINING_SCALE_KEY) if isinstance(checkpoint, Mapping) else None
         return dict(record) if isinstance(record, Mapping) else None
 
