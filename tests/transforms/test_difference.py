@@ -95,15 +95,22 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((r[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def test_ctrd_map_finds_the_phantom_lesions(tmp_path, record_property):
-    """The default map (through files, as the training pipeline computes it) ranks lesion pixels first.
+@pytest.mark.parametrize("smooth_sigma, min_auc, min_dice", [(0.0, 0.93, 0.5), (2.0, 0.975, 0.7)])
+def test_ctrd_map_finds_the_phantom_lesions(tmp_path, record_property, smooth_sigma, min_auc, min_dice):
+    """The map (through files, as the training pipeline computes it) ranks lesion pixels first.
 
     Overlap figures on 6 phantoms of 256 x 256: AUC of the map as a lesion score inside the field of view, and Dice
-    of its top-k pixels (k = lesion area) with the lesion mask. Measured: AUC 0.992, Dice 0.905 (mean).
+    of its top-k pixels (k = lesion area) with the lesion mask. The phantoms' late vessels fade (as real ones do),
+    so ``|early - late|`` lights the vessels too. Measured (mean, min): default map AUC 0.955, 0.934, Dice 0.564,
+    0.518; ``smooth_sigma=2`` AUC 0.987, 0.980, Dice 0.812, 0.744 (before the vessels faded: AUC 0.992, Dice 0.905).
     """
     recs = generate_phantoms(tmp_path, num=6, size=(256, 256))
     pipe = Compose(
-        [LoadUWFImaged(["early", "late"]), FieldOfViewd(["early", "late"]), CrossTemporalDifferenced(fov_key="fov")]
+        [
+            LoadUWFImaged(["early", "late"]),
+            FieldOfViewd(["early", "late"]),
+            CrossTemporalDifferenced(fov_key="fov", smooth_sigma=smooth_sigma),
+        ]
     )
     aucs, dices = [], []
     for rec in recs:
@@ -117,5 +124,4 @@ def test_ctrd_map_finds_the_phantom_lesions(tmp_path, record_property):
     record_property("ctrd_lesion_auc", float(np.mean(aucs)))
     record_property("ctrd_lesion_topk_dice", float(np.mean(dices)))
     print(f"CTRD vs phantom lesions: AUC {np.mean(aucs):.3f} (min {min(aucs):.3f}), top-k Dice {np.mean(dices):.3f}")
-    assert np.mean(aucs) > 0.97 and min(aucs) > 0.95
-    assert np.mean(dices) > 0.8 and min(dices) > 0.7
+    assert min(aucs) > min_auc and min(dices) > min_dice
