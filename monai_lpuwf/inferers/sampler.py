@@ -29,7 +29,8 @@ SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMSch
 #: ``val_inference_steps``). DDIM with 25 steps and no clipping: the sampler study in the README (as close to
 #: DDPM-1000 as two DDPM-1000 draws are to each other, at 1/56 of the time).
 INFERENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {"scheduler": "ddim", "num_inference_steps": 25, "eta": 0.0, "clip_sample": False, "num_samples": 1, "seed": 0}
+    {"scheduler": "ddim", "num_inference_steps": 25, "eta": 0.0, "clip_sample": False, "num_samples": 1, "seed": 0,
+     "conditioning_scale": 1.0}
 )
 _AGGREGATES = ("mean", "median", "first")
 
@@ -148,7 +149,7 @@ class LPUWFSampler:
         seed: int = INFERENCE_DEFAULTS["seed"],
         clip_sample: bool = INFERENCE_DEFAULTS["clip_sample"],
         eta: float = INFERENCE_DEFAULTS["eta"],
-        conditioning_scale: float = 1.0,
+        conditioning_scale: float = INFERENCE_DEFAULTS["conditioning_scale"],
         aggregate: str = "mean",
         pad_value: float = -1.0,
         clamp_output: bool = True,
