@@ -211,12 +211,15 @@ def figure(work: Path, path: Path) -> None:
         rows.setdefault(r["arm"], []).append(r)
     arms = [arm_name(*c) for c in COMBOS if arm_name(*c) in rows] + (["BasicUNet"] if "BasicUNet" in rows else [])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, (label, path) in zip(axes, COLUMNS[:3]):
-        vals = [[_get(r, path) for r in rows[a]] for a in arms]
-        ax.bar(range(len(arms)), [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], color="#6a8fbf")
+    for ax, (label, keys) in zip(axes, COLUMNS[:3]):
+        vals = [[_get(r, keys) for r in rows[a]] for a in arms]
+        ax.errorbar(range(len(arms)), [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], fmt="o",
+                    color="#2a5fa0", capsize=3)  # fmt: skip
+        for i, v in enumerate(vals):  # the seeds themselves
+            ax.plot([i] * len(v), v, ".", color="#9ab", zorder=0)
         ref = next(iter(rows[arms[0]]))["scores"]
         for name, style in (("constant", ":"), ("early", "--")):
-            ax.axhline(_get(ref, (name, path[-1])), ls=style, color="k", label=f"{name} predictor")
+            ax.axhline(_get(ref, (name, keys[-1])), ls=style, color="k", label=f"{name} predictor")
         ax.set_xticks(range(len(arms)), arms, rotation=60, ha="right", fontsize=7)
         ax.set_title(label)
         ax.legend(fontsize=7)
