@@ -36,14 +36,15 @@ TINY_OVERRIDES = {
 def build_demo_model(seed: int = 0) -> torch.nn.Module:
     """The tiny model, with random (instead of zero) initial weights in the layers that carry the SLO.
 
-    The gated SLO encoder and the ControlNet start at zero in training, which would make an untrained model ignore
-    its input; here they are random so that the output depends on the SLO (its content and orientation).
+    The gated SLO encoder, the ControlNet and the U-Net's output layer start at zero in training, which would make
+    an untrained model ignore its input (and, with the small preset's clean-latent prediction, its noise too); here
+    they are random so that the output depends on the SLO (its content and orientation) and on the sampling seed.
     """
     torch.manual_seed(seed)
     model = build_model("small", **TINY_OVERRIDES).eval()
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for module in (model.autoencoder.condition_encoder, model.controlnet):
+        for module in (model.autoencoder.condition_encoder, model.controlnet, model.unet):
             for p in module.parameters():
                 if float(p.abs().max()) == 0.0:
                     p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
