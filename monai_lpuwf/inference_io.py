@@ -77,12 +77,14 @@ def input_error(error: BaseException | None) -> BaseException | None:
     """The first error in ``error``'s chain that is a bad input of the user's (``monai.bundle`` wraps the errors
     of config expressions in ``RuntimeError("Failed to evaluate ...")``): an unusable image or model file
     (:class:`InferenceInputError`, :class:`~monai_lpuwf.transforms.UWFImageError`), an incomplete folder
-    (:class:`~monai_lpuwf.data.IncompleteTripletError`), a missing file or folder, an output that exists already.
+    (:class:`~monai_lpuwf.data.IncompleteTripletError`), an unusable data source
+    (:class:`~monai_lpuwf.data.DataSourceError`), a missing file or folder, an output that exists already.
     ``None`` when there is none (a bug, not a bad input)."""
-    from monai_lpuwf.data.datalists import IncompleteTripletError
+    from monai_lpuwf.data.datalists import DataSourceError, IncompleteTripletError
     from monai_lpuwf.transforms.io import UWFImageError
 
-    kinds = (InferenceInputError, UWFImageError, IncompleteTripletError, FileNotFoundError, FileExistsError)
+    kinds = (InferenceInputError, UWFImageError, IncompleteTripletError, DataSourceError, FileNotFoundError,
+             FileExistsError)  # fmt: skip
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))

@@ -2,6 +2,7 @@
 
 from .datalists import (
     IMAGE_SUFFIXES,
+    DataSourceError,
     IncompleteTripletError,
     datalist_from_file,
     datalist_from_folder,
@@ -13,6 +14,7 @@ from .registration_cache import RegistrationCache, register_datalist
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "DataSourceError",
     "IncompleteTripletError",
     "datalist_from_file",
     "datalist_from_folder",

@@ -30,6 +30,7 @@ from monai_lpuwf.keys import UWFKeys
 __all__ = [
     "IMAGE_SUFFIXES",
     "IncompleteTripletError",
+    "DataSourceError",
     "datalist_from_folder",
     "datalist_from_file",
     "split_datalist",
@@ -44,6 +45,11 @@ _NAME = re.compile(r"^(?P<id>.+?)(?:\.(?P<phase>[12]))?(?P<ext>\.nii\.gz|\.[A-Za
 
 class IncompleteTripletError(ValueError):
     """Some triplets lack a required image; the message lists every offending triplet and file name."""
+
+
+class DataSourceError(ValueError):
+    """A data source that cannot be used (no usable item in it, two sources given at once); the message names the
+    source and the fix."""
 
 
 def _natural_key(text: str) -> list:

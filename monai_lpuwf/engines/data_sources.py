@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_lpuwf.data.datalists import DataSourceError
+
 __all__ = ["bundle_datalists", "evaluation_datalist", "inference_datalist", "phantom_folder"]
 
 _SPLIT_FOLDERS = {"training": ("train", "training"), "validation": ("val", "validation", "valid", "test")}
@@ -105,7 +107,7 @@ def bundle_datalists(
     from monai_lpuwf.data import datalist_from_file, datalist_from_folder, split_datalist
 
     if dataset_dir and datalist:
-        raise ValueError(f"give either dataset_dir ({dataset_dir}) or datalist ({datalist}), not both.")
+        raise DataSourceError(f"give either --dataset_dir ({dataset_dir}) or --datalist ({datalist}), not both.")
     need = {"require_late": require_late, "require_early": require_early}
     source: str
     if datalist:
@@ -135,7 +137,7 @@ def bundle_datalists(
             training, validation = split_datalist(datalist_from_folder(root, **need), val_fraction, seed)
             lists = {"training": training, "validation": validation}
     if not lists["training"]:
-        raise ValueError(
+        raise DataSourceError(
             f"no complete training triplet (slo, early, late) found in {source}; list at least one item whose SLO, "
             "early- and late-phase files exist (or run without --datalist / --dataset_dir to train on the synthetic "
             "phantoms)."
@@ -186,7 +188,7 @@ def evaluation_datalist(
     from monai_lpuwf.data import datalist_from_file, datalist_from_folder
 
     if dataset_dir and datalist:
-        raise ValueError(f"give either dataset_dir ({dataset_dir}) or datalist ({datalist}), not both.")
+        raise DataSourceError(f"give either --dataset_dir ({dataset_dir}) or --datalist ({datalist}), not both.")
     if split is not None and str(split).lower() not in ("", "none", "all"):
         split = look_up_option(str(split), EVAL_SPLITS)
     else:
@@ -219,7 +221,10 @@ def evaluation_datalist(
         ]
         source = f"datalist '{path}'" + (f" (sections {', '.join(sections)})" if len(sections) > 1 else "")
     if not items:
-        raise ValueError(f"no (slo, late) pair found in {source}; evaluation needs the real late phase of every item.")
+        raise DataSourceError(
+            f"no (slo, late) pair found in {source}; evaluation needs the real late phase of every item (N.ext and "
+            "N.2.ext, or 'slo' and 'late' entries in the datalist)."
+        )
     return {"items": items, "training": [], "description": f"every triplet of {source}: {len(items)}"}
 
 
@@ -248,7 +253,7 @@ def inference_datalist(
     from monai_lpuwf.data import datalist_from_file, datalist_from_folder
 
     if input_dir and datalist:
-        raise ValueError(f"give either input_dir ({input_dir}) or datalist ({datalist}), not both.")
+        raise DataSourceError(f"give either --input_dir ({input_dir}) or --datalist ({datalist}), not both.")
     if input_dir:
         if not Path(input_dir).is_dir():
             raise FileNotFoundError(f"input_dir '{input_dir}' does not exist (--input_dir).")
@@ -267,5 +272,8 @@ def inference_datalist(
         items, source = lists["validation"], "the default phantom set"
     items = [item for item in items if item.get("slo")]
     if not items:
-        raise ValueError(f"no SLO image found in {source}.")
+        raise DataSourceError(
+            f"no SLO image found in {source}; point --input_dir at a folder of SLO pictures (N.bmp, N.png, ... with "
+            "3 channels) or give --datalist with 'slo' entries."
+        )
     return items

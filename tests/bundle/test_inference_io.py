@@ -146,3 +146,17 @@ def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypat
     assert input_error(RuntimeError("x")) is None and isinstance(input_error(FileExistsError("y")), FileExistsError)
     brief_input_errors("True")  # --debug True
     assert sys.excepthook is previous
+
+
+def test_data_source_errors_are_input_errors(tmp_path):
+    """Two sources at once, or a source without a usable item, end the command in one line like a bad file."""
+    from monai_lpuwf.data import DataSourceError
+    from monai_lpuwf.engines.data_sources import inference_datalist
+
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(DataSourceError, match="either --input_dir") as info:
+        inference_datalist(input_dir=str(tmp_path), datalist=str(tmp_path / "list.json"))
+    assert input_error(RuntimeError("Failed to evaluate")) is None
+    wrapped = RuntimeError("Failed to evaluate ConfigExpression")
+    wrapped.__cause__ = info.value
+    assert input_error(wrapped) is info.value
