@@ -36,6 +36,7 @@ def library_generation(model_file: Path, slo_file: Path, **sampler) -> dict[str,
         ``{"pred": (H, W) FA, "pred_std": (H, W) std map or absent}`` as the 8-bit grey levels the apps write
         (FA: [-1, 1] -> 0..255; std: [0, 1] -> 0..255).
     """
+    from monai.data import MetaTensor
     from monai.transforms import Invertd
 
     from monai_lpuwf.engines import load_model
@@ -46,7 +47,10 @@ def library_generation(model_file: Path, slo_file: Path, **sampler) -> dict[str,
     pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
     item = pre({"slo": str(slo_file)})
     out = LPUWFSampler(**sampler)(item["slo"][None], model)
-    item["pred"] = out["pred"][0]
+    # the sampler returns plain tensors: give the prediction the SLO's metadata and padding record (as the
+    # bundle's LPUWFInferer does) so that Invertd crops it back
+    item["pred"] = MetaTensor(out["pred"][0], meta=dict(item["slo"].meta),
+                              applied_operations=list(item["slo"].applied_operations))  # fmt: skip
     height, width = item["pred"].shape[1:]  # padded
     item = Invertd(keys="pred", transform=pre, orig_keys="slo")(item)
     h, w = item["pred"].shape[1:]
