@@ -141,7 +141,8 @@ def _reconstruction_loss(path: Path, batch: dict[str, torch.Tensor]) -> float:
 
 
 def _diffusion_loss(path: Path, batch: dict[str, torch.Tensor], key: str, scale: float) -> float:
-    """Epsilon-prediction MSE on a fixed probe: the FA latents noised with fixed noise at t = 50, 150, ..., 950."""
+    """The model's own objective (noise, velocity or clean latents, after its schedule's ``prediction_type``) as an
+    MSE on a fixed probe: the FA latents noised with fixed noise at t = 50, 150, ..., 950."""
     model = load_model(path).eval()
     model.scale_factor.fill_(scale)  # the same latents before and after stage 3 (which computes the scale)
     scheduler = DDPMScheduler(**model.schedule)
@@ -153,7 +154,10 @@ def _diffusion_loss(path: Path, batch: dict[str, torch.Tensor], key: str, scale:
             noise = torch.randn(z.shape, generator=generator)
             timesteps = torch.full((z.shape[0],), t)
             pred = model(scheduler.add_noise(z, noise, timesteps), timesteps, batch["slo"])
-            losses.append(F.mse_loss(pred, noise).item())
+            kind = model.schedule.get("prediction_type", "epsilon")
+            target = {"epsilon": noise, "sample": z}.get(kind)
+            target = scheduler.get_velocity(z, noise, timesteps) if target is None else target
+            losses.append(F.mse_loss(pred, target).item())
     return sum(losses) / len(losses)
 
 
