@@ -14,29 +14,13 @@ import torch
 from PIL import Image
 
 from monai_lpuwf.data import generate_phantoms
-from monai_lpuwf.networks import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
 
 
-def _checkpoint(path: Path) -> Path:
-    """A tiny model whose output depends on the noise (random U-Net output layer, ControlNet, SLO encoder)."""
-    torch.manual_seed(0)
-    model = build_model(
-        "small",
-        autoencoder={"channels": (8, 8, 16), "norm_num_groups": 4},
-        unet={"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
-        controlnet={"conditioning_embedding_num_channels": (4, 8, 8)},
-        scale_factor=0.5,
-        schedule={"prediction_type": "epsilon"},
-    )
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in (model.autoencoder.condition_encoder, model.controlnet, model.unet.out):
-            for p in module.parameters():
-                if float(p.abs().max()) == 0.0:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+def _checkpoint(path: Path, model: torch.nn.Module) -> Path:
+    """The tiny model (its output depends on the noise: random U-Net output layer, ControlNet, SLO encoder)."""
     torch.save({"model": model.state_dict(), "config": model.config}, path)
     return path
 
@@ -60,7 +44,7 @@ def _same(a: np.ndarray, b: np.ndarray, name: str) -> None:
     assert diff.max() <= 1 and (diff > 0).mean() < 0.002, (name, diff.max(), (diff > 0).mean())
 
 
-def test_batch_size_and_neighbours_do_not_change_an_image(tmp_path):
+def test_batch_size_and_neighbours_do_not_change_an_image(tmp_path, tiny_model):
     frames = tmp_path / "frames"
     generate_phantoms(frames, num=3, size=(70, 90), seed=0)
     alone = tmp_path / "alone"
@@ -68,7 +52,7 @@ def test_batch_size_and_neighbours_do_not_change_an_image(tmp_path):
     slo = sorted(p for p in frames.iterdir() if p.name.count(".") == 1)
     assert len(slo) == 3
     (alone / slo[1].name).write_bytes(slo[1].read_bytes())
-    checkpoint = _checkpoint(tmp_path / "model.pt")
+    checkpoint = _checkpoint(tmp_path / "model.pt", tiny_model)
     one = _run(tmp_path, "b1", frames, checkpoint, 1)
     two = _run(tmp_path, "b2", frames, checkpoint, 2)
     three = _run(tmp_path, "b3", frames, checkpoint, 3)

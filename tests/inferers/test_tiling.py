@@ -9,7 +9,6 @@ import torch
 import monai_lpuwf.inferers.tiling as tiling
 from monai_lpuwf.inferers import LPUWFSampler, decode_tiled, denoise_tiled, tile_windows
 from monai_lpuwf.inferers.tiling import blend_tiles, blend_window
-from monai_lpuwf.networks import build_model
 
 # stated in bundle/docs/README.md: change by tiling a whole 853 x 682 frame (216 x 176 latents) into tiles of at most
 # 128 latent pixels, with a random model. Decoded image (overlap 16, the default), [-1, 1] scale, N(0, 1) latents:
@@ -17,27 +16,6 @@ from monai_lpuwf.networks import build_model
 # measured max 0.19, mean 0.015.
 DECODE_MAX, DECODE_MEAN = 0.1, 0.01
 DENOISE_MAX, DENOISE_MEAN = 0.3, 0.02
-
-
-@pytest.fixture(scope="module")
-def random_model():
-    """The tiny topology with every zero-initialised weight made random (MONAI zero-initialises the U-Net's output
-    convolution, which would make the denoiser's output 0 whatever the tiling)."""
-    torch.manual_seed(0)
-    model = build_model(
-        "small",
-        autoencoder={"channels": (8, 8, 16), "norm_num_groups": 4},
-        unet={"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
-        controlnet={"conditioning_embedding_num_channels": (4, 8, 8)},
-        scale_factor=0.5,
-        schedule={"prediction_type": "epsilon"},
-    ).eval()
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in model.parameters():
-            if float(p.abs().max()) == 0.0:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def _rand(shape, seed):
