@@ -43,19 +43,9 @@ INFER=("${COMMON[@]}" "${DATA[@]}" --num_inference_steps "${QUICKSTART_STEPS:-25
 SCORE=("${INFER[@]}" --eval_split validation --fid False --seed_check_images 16)
 
 cd "$BUNDLE_DIR"
-step() {
-    local title="$1"
-    shift
-    echo
-    echo "=== $title"
-    echo "+ $PYTHON -m monai.bundle run $*"
-    if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then return 0; fi
-    local start=$SECONDS
-    "$PYTHON" -m monai.bundle run "$@"
-    echo "=== $title: done in $((SECONDS - start)) s"
-    # MONAI's notice about parsing config files (these are the project's own) once, not once per step
-    export PYTHONWARNINGS="ignore:parsing config_file${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
-}
+DRY_RUN="${QUICKSTART_DRY_RUN:-}"
+# shellcheck source=bundle_step.sh
+source "$BUNDLE_DIR/scripts/bundle_step.sh"
 
 start_all=$SECONDS
 step "[1/6] FA autoencoder (L1 + KL + adversarial)" training \

@@ -43,18 +43,9 @@ EVAL=("${COMMON[@]}" --dataset_dir "$REAL_DATA/val" --train_dir "$REAL_DATA/trai
     --num_inference_steps 25)
 
 cd "$BUNDLE_DIR"
-step() {
-    local title="$1"
-    shift
-    echo
-    echo "=== $title"
-    echo "+ $PYTHON -m monai.bundle run $*"
-    if [[ -n "${REAL_CPU_DRY_RUN:-}" ]]; then return 0; fi
-    local start=$SECONDS
-    "$PYTHON" -m monai.bundle run "$@"
-    echo "=== $title: done in $((SECONDS - start)) s"
-    export PYTHONWARNINGS="ignore:parsing config_file${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
-}
+DRY_RUN="${REAL_CPU_DRY_RUN:-}"
+# shellcheck source=bundle_step.sh
+source "$BUNDLE_DIR/scripts/bundle_step.sh"
 
 start_all=$SECONDS
 step "[1/5] FA autoencoder" training \

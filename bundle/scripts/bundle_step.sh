@@ -1,0 +1,15 @@
+# Sourced by the bundle's scripts (quickstart.sh, real_cpu.sh): `step TITLE ARGS...` prints and times one
+# `$PYTHON -m monai.bundle run ARGS...` command; with DRY_RUN set (non-empty) it only prints the command.
+step() {
+    local title="$1"
+    shift
+    echo
+    echo "=== $title"
+    echo "+ $PYTHON -m monai.bundle run $*"
+    if [[ -n "${DRY_RUN:-}" ]]; then return 0; fi
+    local start=$SECONDS
+    "$PYTHON" -m monai.bundle run "$@"
+    echo "=== $title: done in $((SECONDS - start)) s"
+    # MONAI's notice about parsing config files (these are the project's own) once, not once per step
+    export PYTHONWARNINGS="ignore:parsing config_file${PYTHONWARNINGS:+,$PYTHONWARNINGS}"
+}
