@@ -68,6 +68,7 @@ ARMS: dict[str, dict] = {
     "v_lr3e-4": {"prediction_type": "v_prediction", "lr3": 3e-4, "lr4": 2e-4},
     "v_long": {"prediction_type": "v_prediction", "iters3": 1800, "iters4": 600},
     "eps_long": {"prediction_type": "epsilon", "iters3": 1800, "iters4": 600},
+    "sample_long": {"prediction_type": "sample", "iters3": 1800, "iters4": 600},
 }
 
 
