@@ -155,7 +155,7 @@ def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, lo
         device="cpu",
         max_epochs=1,
         epoch_length=iters,
-        train_data_loader=_cycle(loader),
+        train_data_loader=loader,  # Ignite restarts the loader when epoch_length outlasts it
         network=model,
         optimizer=opt,
         loss_function=loss,
@@ -167,18 +167,6 @@ def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, lo
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     trainer.run()
     return float(np.mean(losses[-50:]))
-
-
-def _cycle(loader):
-    class _Endless:
-        def __iter__(self):
-            while True:
-                yield from loader
-
-        def __len__(self):
-            return len(loader)
-
-    return _Endless()
 
 
 def run_arm(work: Path, arm: str, seed: int, size: int, train: list, val: list, ae_path: Path) -> dict:

@@ -237,7 +237,8 @@ class GenerationEvaluationHandler:
         self.seed_check_sampler = seed_check_sampler
         self.seed_check_images = int(seed_check_images)
         self.sensitivity_size = int(sensitivity_size)
-        self.sensitivity: dict[str, list[torch.Tensor]] = {"pred": [], "late": [], "fov": [], "pred_a": [], "pred_b": []}
+        # the scored frames, and (for the first seed_check_images of them) the same frames drawn with another seed
+        self.sensitivity: dict[str, list[torch.Tensor]] = {"pred": [], "late": [], "other_seed": []}
         self.keys = {"pred": pred_key, "late": late_key, "early": early_key, "slo": slo_key, "std": std_key,
                      "fov": fov_key}  # fmt: skip
         self.features: dict[str, list[torch.Tensor]] = {}
@@ -297,7 +298,7 @@ class GenerationEvaluationHandler:
                 feats, logits = self.inception(image)
                 self.features.setdefault(name, []).append(feats)
                 self.logits.setdefault(name, []).append(logits)
-        self._add_sensitivity_item(item, pred, late, fov)
+        self._add_sensitivity_item(item, pred, late)
         if len(self.report.examples) < self.max_examples:
             self.report.add_examples(
                 [{"id": image_id, "slo": _batch(item.get(k["slo"])), "pred": pred, "late": late,
@@ -305,21 +306,19 @@ class GenerationEvaluationHandler:
                 max_rows=self.max_examples,
             )  # fmt: skip
 
-    def _add_sensitivity_item(self, item: Mapping[str, Any], pred: torch.Tensor, late: torch.Tensor, fov) -> None:
+    def _add_sensitivity_item(self, item: Mapping[str, Any], pred: torch.Tensor, late: torch.Tensor) -> None:
         """Keep the frame for the input-sensitivity figures; regenerate it with another seed when asked."""
         self.sensitivity["pred"].append(pred)
         self.sensitivity["late"].append(late)
-        self.sensitivity["fov"].append(fov if fov is not None else torch.ones_like(late))
         slo = item.get(self.keys["slo"])
-        checked = len(self.sensitivity["pred_a"])
+        checked = len(self.sensitivity["other_seed"])
         if self.seed_check_sampler is None or self.network is None or slo is None or checked >= self.seed_check_images:
             return
         again = self.seed_check_sampler(_batch(torch.as_tensor(slo)), self.network)["pred"].float().cpu()
         # the SLO is the padded network input; the scored frame was cropped back (symmetric padding)
         h, w = pred.shape[-2:]
         top, left = (again.shape[-2] - h) // 2, (again.shape[-1] - w) // 2
-        self.sensitivity["pred_a"].append(pred)
-        self.sensitivity["pred_b"].append(again[..., top : top + h, left : left + w])
+        self.sensitivity["other_seed"].append(again[..., top : top + h, left : left + w])
 
     def _common_grid(self, images: list[torch.Tensor]) -> torch.Tensor:
         if len({tuple(i.shape[-2:]) for i in images}) == 1:
@@ -334,8 +333,8 @@ class GenerationEvaluationHandler:
         if len(frames["pred"]) < 2:
             return {"note": "input sensitivity needs at least two frames."}
         out: dict[str, Any] = input_sensitivity(self._common_grid(frames["pred"]), self._common_grid(frames["late"]))
-        if frames["pred_a"]:
-            pairs = [pairwise_correlation(a, b)[0, 0] for a, b in zip(frames["pred_a"], frames["pred_b"])]
+        if frames["other_seed"]:
+            pairs = [pairwise_correlation(a, b)[0, 0] for a, b in zip(frames["pred"], frames["other_seed"])]
             out["same_input_seed_corr"] = float(torch.stack(pairs).mean())
             out["seed_check_images"] = len(pairs)
         return out

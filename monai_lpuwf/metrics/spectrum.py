@@ -67,13 +67,18 @@ def log_spectral_distance(generated: torch.Tensor, real: torch.Tensor, eps: floa
         real: (M, N) or (N,) radial spectra of real images, same rings.
         eps: floor added to the power before the logarithm.
     """
+    diff = _log_mean_spectrum_difference(generated, real, eps)
+    return float(diff[torch.isfinite(diff)].mean())
+
+
+def _log_mean_spectrum_difference(generated: torch.Tensor, real: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per ring ``|log10 mean P_generated - log10 mean P_real|`` of two sets of radial spectra."""
     generated, real = torch.as_tensor(generated).double(), torch.as_tensor(real).double()
     g = generated.reshape(-1, generated.shape[-1]).mean(0)
     r = real.reshape(-1, real.shape[-1]).mean(0)
     if g.shape != r.shape:
         raise ValueError(f"spectra have different numbers of rings: {g.shape[0]} and {r.shape[0]}.")
-    diff = (torch.log10(g + eps) - torch.log10(r + eps)).abs()
-    return float(diff[torch.isfinite(diff)].mean())
+    return (torch.log10(g + eps) - torch.log10(r + eps)).abs()
 
 
 def band_log_spectral_distance(
@@ -96,13 +101,10 @@ def band_log_spectral_distance(
         ``{name: mean |log10 P_generated - log10 P_real|}`` over the rings of each band (NaN for a band with no
         ring, e.g. "high" on very small images).
     """
-    generated, real = torch.as_tensor(generated).double(), torch.as_tensor(real).double()
-    g = generated.reshape(-1, generated.shape[-1]).mean(0)
-    r = real.reshape(-1, real.shape[-1]).mean(0)
+    diff = _log_mean_spectrum_difference(generated, real, eps)
     freqs = torch.as_tensor(freqs).double()
-    if not g.shape == r.shape == freqs.shape:
-        raise ValueError(f"spectra and freqs must have the same rings: {g.shape}, {r.shape}, {freqs.shape}.")
-    diff = (torch.log10(g + eps) - torch.log10(r + eps)).abs()
+    if diff.shape != freqs.shape:
+        raise ValueError(f"spectra and freqs must have the same rings: {diff.shape} vs {freqs.shape}.")
     out = {}
     for name, (lo, hi) in (bands or SPECTRAL_BANDS).items():
         sel = (freqs >= lo) & ((freqs < hi) | ((hi >= 0.5) & (freqs <= hi))) & torch.isfinite(diff)
