@@ -71,7 +71,10 @@ DECODER_FILE = "decoder"
 def _unwrap(model: nn.Module) -> LPUWFModel:
     model = getattr(model, "module", model)  # DDP / DataParallel
     if not isinstance(model, LPUWFModel):
-        raise TypeError(f"expected an LPUWFModel (monai_lpuwf.networks.build_model / engines.load_model), got {type(model).__name__}.")
+        raise TypeError(
+            "expected an LPUWFModel (monai_lpuwf.networks.build_model / engines.load_model), "
+            f"got {type(model).__name__}."
+        )
     return model
 
 
@@ -162,7 +165,10 @@ def example_inputs(
     x_t = torch.randn((batch_size, model.latent_channels) + latent, generator=g)
     timesteps = torch.randint(0, model.schedule["num_train_timesteps"], (batch_size,), generator=g)
     z = torch.randn((batch_size, model.latent_channels) + latent, generator=g)
-    return {"denoiser": (x_t.to(device), timesteps.to(device), slo.to(device)), "decoder": (z.to(device), slo.to(device))}
+    return {
+        "denoiser": (x_t.to(device), timesteps.to(device), slo.to(device)),
+        "decoder": (z.to(device), slo.to(device)),
+    }
 
 
 def _trace(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
@@ -275,8 +281,13 @@ def export_onnx(
             path = out_dir / f"{key}.onnx"
             with torch.no_grad():
                 torch.onnx.export(
-                    module, inputs[key], str(path), input_names=names[key], output_names=outputs[key],
-                    opset_version=opset_version, dynamo=False,
+                    module,
+                    inputs[key],
+                    str(path),
+                    input_names=names[key],
+                    output_names=outputs[key],
+                    opset_version=opset_version,
+                    dynamo=False,
                 )
             paths[key] = path
     finally:

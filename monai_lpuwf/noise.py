@@ -62,7 +62,10 @@ class LowFrequencyEnhancedNoise:
         self.interp_mode = interp_mode
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(scale={self.scale}, mode={self.mode!r}, discount={self.discount}, levels={self.levels})"
+        return (
+            f"{type(self).__name__}(scale={self.scale}, mode={self.mode!r}, discount={self.discount}, "
+            f"levels={self.levels})"
+        )
 
     @staticmethod
     def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -240,7 +240,7 @@ def split_datalist(items: Sequence[dict], val_fraction: float = 0.2, seed: int =
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
     n = len(items)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if val_fraction > 0 and n >= 2:
         n_val = min(max(n_val, 1), n - 1)
     val_idx = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())

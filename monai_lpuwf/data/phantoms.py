@@ -31,7 +31,7 @@ from monai.config import PathLike
 from scipy import ndimage as ndi
 
 from monai_lpuwf.keys import UWFKeys
-from monai_lpuwf.transforms.io import save_uwf_image
+from monai_lpuwf.data.image_io import save_uwf_image
 
 __all__ = ["render_phantom", "generate_phantoms", "PHANTOM_MARKER"]
 
@@ -60,7 +60,7 @@ def _grow_tree(rng: np.random.Generator, start: np.ndarray, shape: tuple[int, in
         for _ in range(int(300 * scale / step)):
             angle += rng.normal(0, 0.08)
             pos = pos + step * np.array([math.sin(angle), math.cos(angle)])
-            r, c = int(round(pos[0])), int(round(pos[1]))
+            r, c = round(float(pos[0])), round(float(pos[1]))
             if radius < 0.45 or not (0 <= r < shape[0] and 0 <= c < shape[1]) or not inside[r, c]:
                 break
             points.append((r, c, radius))
@@ -262,7 +262,7 @@ def generate_phantoms(
         size: ``(H, W)``.
         seed: base seed.
         misregistration: see :func:`render_phantom`.
-        ext: image suffix without dot (``png`` default; any suffix :func:`~monai_lpuwf.transforms.save_uwf_image`
+        ext: image suffix without dot (``png`` default; any suffix :func:`~monai_lpuwf.data.save_uwf_image`
             writes).
         fa_as_rgb: store FA frames as 3 equal channels, like the authors' BMPs.
         num_lesions: inclusive range of lesions per eye.

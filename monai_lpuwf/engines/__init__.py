@@ -10,10 +10,11 @@ from .checkpoint import (
     load_model,
     load_stage_weights,
 )
-from .diagnostics import ConditioningGapHandler
+from .data_sources import bundle_datalists, inference_datalist, phantom_folder
 from .determinism import DeterministicSeedHandler, derive_seed
+from .diagnostics import ConditioningGapHandler
 from .image_grid import ImageGridHandler, make_image_grid
-from .prepare_batch import AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, PREDICTION_TYPES, get_batch_item
+from .prepare_batch import PREDICTION_TYPES, AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
 from .progress import TrainingProgressBar
 from .scale_factor import ScaleFactorHandler, compute_scale_factor
 from .trainers import (
@@ -25,8 +26,13 @@ from .trainers import (
     set_trainable,
     trainable_parameters,
 )
-from .data_sources import bundle_datalists, inference_datalist, phantom_folder
-from .validation import KeyedPrepareBatch, ReconstructionInferer, image_quality_metrics, ms_ssim_min_size, unit_range_pairs
+from .validation import (
+    KeyedPrepareBatch,
+    ReconstructionInferer,
+    image_quality_metrics,
+    ms_ssim_min_size,
+    unit_range_pairs,
+)
 
 __all__ = [
     "AtomicCheckpointSaver",

@@ -18,7 +18,14 @@ from monai_lpuwf.atomic_write import default_file_mode
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 
-__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "ModelConfigRecord", "load_model", "load_stage_weights", "StageOrderError"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "ResumeCheckpointLoader",
+    "ModelConfigRecord",
+    "load_model",
+    "load_stage_weights",
+    "StageOrderError",
+]
 
 
 class StageOrderError(FileNotFoundError):
@@ -285,9 +292,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file '{path}' does not exist; train the bundle first (see bundle/docs/README.md).")
+        raise FileNotFoundError(
+            f"model file '{path}' does not exist; train the bundle first (see bundle/docs/README.md)."
+        )
     checkpoint = _read_checkpoint(path, map_location)
-    if not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("config"), Mapping) and "model" in checkpoint):
+    if not (
+        isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("config"), Mapping) and "model" in checkpoint
+    ):
         raise ValueError(
             f"'{path}' holds no model config (expected the keys 'model' and 'config' written by the bundle); build the "
             "model with monai_lpuwf.networks.build_model(preset) and load the weights with load_stage_weights."
@@ -347,7 +358,10 @@ def load_stage_weights(
     mismatched = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
-        if k in state and isinstance(state[k], torch.Tensor) and hasattr(own[k], "shape") and state[k].shape != own[k].shape
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and hasattr(own[k], "shape")
+        and state[k].shape != own[k].shape
     ]
     if missing or unexpected or mismatched:
         raise RuntimeError(

@@ -33,7 +33,10 @@ _EPOCH, _ITERATION = 1, 2
 
 
 def derive_seed(seed: int, *counters: int) -> int:
-    """A 31-bit seed derived from ``seed`` and counters with :class:`numpy.random.SeedSequence` (no collisions by sums)."""
+    """A 31-bit seed derived from ``seed`` and counters with :class:`numpy.random.SeedSequence`.
+
+    Unlike ``seed + counter`` sums, different ``(seed, *counters)`` do not collide.
+    """
     return int(np.random.SeedSequence([int(seed), *map(int, counters)]).generate_state(1)[0] >> 1)
 
 

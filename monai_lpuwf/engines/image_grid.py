@@ -26,7 +26,10 @@ def make_image_grid(columns: Sequence[torch.Tensor], max_rows: int = 4) -> torch
     """
     rows = []
     for b in range(min(max_rows, columns[0].shape[0])):
-        cells = [c[b].detach().float().cpu().expand(3, *c.shape[-2:]) if c.shape[1] == 1 else c[b].detach().float().cpu() for c in columns]
+        cells = [
+            c[b].detach().float().cpu().expand(3, *c.shape[-2:]) if c.shape[1] == 1 else c[b].detach().float().cpu()
+            for c in columns
+        ]
         rows.append(torch.cat(cells, dim=-1))
     return ((torch.cat(rows, dim=-2) + 1.0) / 2.0).clamp(0.0, 1.0)
 

@@ -57,7 +57,9 @@ class AutoencoderPrepareBatch(PrepareBatch):
         or ``{}``.
     """
 
-    def __init__(self, image_keys: str | Sequence[str] = (UWFKeys.EARLY, UWFKeys.LATE), condition_key: str | None = None):
+    def __init__(
+        self, image_keys: str | Sequence[str] = (UWFKeys.EARLY, UWFKeys.LATE), condition_key: str | None = None
+    ):
         self.image_keys = ensure_tuple(image_keys)
         if not self.image_keys:
             raise ValueError("image_keys must name at least one FA key, e.g. ('early', 'late').")

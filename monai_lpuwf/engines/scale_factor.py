@@ -61,7 +61,9 @@ def compute_scale_factor(
         raise ValueError(f"cannot compute the latent scale factor: no batch with key {image_key!r} in the data loader.")
     var = (total_sq - total * total / count) / (count - 1)
     if var <= 0:
-        raise ValueError("cannot compute the latent scale factor: the latents are constant (is the autoencoder trained?).")
+        raise ValueError(
+            "cannot compute the latent scale factor: the latents are constant (is the autoencoder trained?)."
+        )
     return float(var**-0.5)
 
 
@@ -82,7 +84,9 @@ class ScaleFactorHandler:
         num_batches: batches used (``None`` = all; ``0`` = keep the preset's value).
     """
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, image_key: str = UWFKeys.EARLY, num_batches: int | None = 8):
+    def __init__(
+        self, model: nn.Module, data_loader: Iterable, image_key: str = UWFKeys.EARLY, num_batches: int | None = 8
+    ):
         self.model = model
         self.data_loader = data_loader
         self.image_key = image_key
@@ -96,7 +100,9 @@ class ScaleFactorHandler:
             engine.logger.info(f"latent scale factor kept at the preset's {float(self.model.scale_factor):.6g}")
             return
         if engine.state.iteration > 0:
-            engine.logger.info(f"resumed run: keeping the saved latent scale factor {float(self.model.scale_factor):.6g}")
+            engine.logger.info(
+                f"resumed run: keeping the saved latent scale factor {float(self.model.scale_factor):.6g}"
+            )
             return
         value = compute_scale_factor(
             self.model.autoencoder, self.data_loader, self.image_key, engine.state.device, self.num_batches

@@ -58,7 +58,9 @@ def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return kl.mean()
 
 
-def set_trainable(module: nn.Module, trainable: str | Sequence[str] = (), frozen: str | Sequence[str] = ()) -> nn.Module:
+def set_trainable(
+    module: nn.Module, trainable: str | Sequence[str] = (), frozen: str | Sequence[str] = ()
+) -> nn.Module:
     """Freeze ``module`` except the sub-modules named in ``trainable``, then freeze those named in ``frozen``.
 
     Args:
@@ -78,9 +80,8 @@ def set_trainable(module: nn.Module, trainable: str | Sequence[str] = (), frozen
     for flag, selected in ((True, trainable), (False, frozen)):
         for name in ensure_tuple(selected):
             if name not in names:
-                raise KeyError(
-                    f"{name!r} is not a sub-module of {type(module).__name__} (children: {[n for n, _ in module.named_children()]})."
-                )
+                children = [n for n, _ in module.named_children()]
+                raise KeyError(f"{name!r} is not a sub-module of {type(module).__name__} (children: {children}).")
             names[name].requires_grad_(flag)
     return module
 
@@ -100,7 +101,10 @@ def trainable_parameters(*modules: nn.Module) -> list[nn.Parameter]:
 
 
 def loss_terms(output: Any) -> dict[str, float]:
-    """The scalar loss entries (``loss`` and ``loss_*``) of a trainer output, as floats, for Stats/TensorBoard handlers."""
+    """The scalar loss entries (``loss`` and ``loss_*``) of a trainer output, as floats.
+
+    For the Stats/TensorBoard handlers.
+    """
     if isinstance(output, list):  # decollated output: every item carries the same scalars
         output = output[0]
     return {
@@ -154,7 +158,10 @@ class LPUWFTrainer(SupervisedTrainer):
     ) -> None:
         device = torch.device(device)
         if amp and device.type != "cuda":
-            warnings.warn(f"AMP was requested on device {device}; mixed precision is used on CUDA only, running in float32.")
+            warnings.warn(
+                f"AMP was requested on device {device}; mixed precision is used on CUDA only, running in float32.",
+                stacklevel=2,
+            )
             amp = False
         super().__init__(
             device=device,
@@ -295,7 +302,9 @@ class AutoencoderGanTrainer(LPUWFTrainer):
         **kwargs: Any,
     ) -> None:
         if (discriminator is None) != (d_optimizer is None):
-            raise ValueError("discriminator and d_optimizer must be given together (or neither, for no adversarial term).")
+            raise ValueError(
+                "discriminator and d_optimizer must be given together (or neither, for no adversarial term)."
+            )
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -308,7 +317,9 @@ class AutoencoderGanTrainer(LPUWFTrainer):
         )
         self.discriminator = discriminator
         self.d_optimizer = d_optimizer
-        self.adversarial_loss = PatchAdversarialLoss(criterion="least_squares") if adversarial_loss is None else adversarial_loss
+        self.adversarial_loss = (
+            PatchAdversarialLoss(criterion="least_squares") if adversarial_loss is None else adversarial_loss
+        )
         self.adversarial_weight = adversarial_weight
         self.adversarial_warmup_epochs = adversarial_warmup_epochs
         self.kl_weight = kl_weight
@@ -318,7 +329,11 @@ class AutoencoderGanTrainer(LPUWFTrainer):
     @property
     def adversarial_active(self) -> bool:
         """Whether the adversarial terms are on in the current epoch."""
-        return self.discriminator is not None and self.adversarial_weight > 0 and self.state.epoch > self.adversarial_warmup_epochs
+        return (
+            self.discriminator is not None
+            and self.adversarial_weight > 0
+            and self.state.epoch > self.adversarial_warmup_epochs
+        )
 
     def compute_losses(self, batch: tuple) -> dict[str, Any]:
         images, targets, args, kwargs = batch
@@ -409,4 +424,3 @@ class LatentDiffusionTrainer(LPUWFTrainer):
         loss_kwargs = {k: kwargs[k] for k in ("weight_map", "mask") if k in kwargs}
         loss = self.loss_function(pred.float(), target.float(), **loss_kwargs)
         return {Keys.IMAGE: latents, Keys.LABEL: target, Keys.PRED: pred, Keys.LOSS: loss}
-

@@ -35,7 +35,10 @@ class KeyedPrepareBatch(PrepareBatchExtraInput):
     """
 
     def __init__(
-        self, image_key: str, label_key: str | None = None, extra_keys: str | Sequence[str] | dict[str, str] | None = None
+        self,
+        image_key: str,
+        label_key: str | None = None,
+        extra_keys: str | Sequence[str] | dict[str, str] | None = None,
     ):
         super().__init__(extra_keys=() if extra_keys is None else extra_keys)
         self.image_key = image_key
@@ -52,7 +55,10 @@ class KeyedPrepareBatch(PrepareBatchExtraInput):
 
 
 class ReconstructionInferer(Inferer):
-    """``network(inputs, *args, **kwargs)[0]``: the reconstruction of an autoencoder returning ``(recon, mu, sigma)``."""
+    """``network(inputs, *args, **kwargs)[0]``.
+
+    The reconstruction of an autoencoder returning ``(recon, mu, sigma)``.
+    """
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         return network(inputs, *args, **kwargs)[0]

@@ -11,6 +11,7 @@ are normalised by the summed weights, so the result has no seams. The U-Net and 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -44,7 +45,7 @@ def _spans(size: int, tile: int, overlap: int, multiple: int) -> list[slice]:
         length = min(tile, math.ceil((size + (count - 1) * overlap) / count / multiple) * multiple)
         starts = [round(i * (size - length) / (count - 1) / multiple) * multiple for i in range(count)]
         starts[-1] = size - length
-        if all(b - a <= length - min(overlap, multiple) for a, b in zip(starts, starts[1:])):
+        if all(b - a <= length - min(overlap, multiple) for a, b in itertools.pairwise(starts)):
             return [slice(b, b + length) for b in starts]
         count += 1
 
@@ -264,8 +265,10 @@ def estimate_generation_memory(
     # U-Net + ControlNet: skip connections of every level are held, plus ~4 live maps of the widest level
     unet = model.unet
     den_lat = _window_pixels(denoise_windows)
-    n_res = unet.num_res_blocks if isinstance(unet.num_res_blocks, Sequence) else [unet.num_res_blocks] * len(
-        unet.block_out_channels
+    n_res = (
+        unet.num_res_blocks
+        if isinstance(unet.num_res_blocks, Sequence)
+        else [unet.num_res_blocks] * len(unet.block_out_channels)
     )
     skips = sum((r + 1) * ch * den_lat / 4**i for i, (r, ch) in enumerate(zip(n_res, unet.block_out_channels)))
     live = max(4 * ch * den_lat / 4**i for i, ch in enumerate(unet.block_out_channels))
@@ -302,14 +305,10 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def check_memory(
-    needed: int, device: torch.device | str, what: str, advice: str, available: int | None = None
-) -> None:
+def check_memory(needed: int, device: torch.device | str, what: str, advice: str, available: int | None = None) -> None:
     """Raise ``MemoryError`` naming ``what`` and ``advice`` when ``needed`` bytes exceed the available memory."""
     available = available_memory(device) if available is None else available
     if available is not None and needed > available:
         raise MemoryError(
-            f"{what} needs about {_gib(needed)} of memory but only {_gib(available)} is available on {device}; "
-            f"{advice}"
+            f"{what} needs about {_gib(needed)} of memory but only {_gib(available)} is available on {device}; {advice}"
         )
-

@@ -81,7 +81,8 @@ def format_acceptance(summary: Mapping[str, Any]) -> str:
     if "cross_input_corr" in sens:
         lines.append(
             f"outputs of different inputs correlate {sens['cross_input_corr']:.3f} (real late phases "
-            f"{sens['real_cross_input_corr']:.3f}); own - other late-phase correlation {sens['own_minus_other_corr']:.3f}"
+            f"{sens['real_cross_input_corr']:.3f}); own - other late-phase correlation "
+            f"{sens['own_minus_other_corr']:.3f}"
             + (f"; same input, two seeds {sens['same_input_seed_corr']:.3f}" if "same_input_seed_corr" in sens else "")
         )
     for c in acceptance_checks(summary):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,7 +50,9 @@ def score_frames(
     if diff_map is None and early is not None:
         diff_map = difference_map(early, target)
     if diff_map is not None:
-        lesion = compute_lesion_scores(pred, target, diff_map, fov=fov, top_percent=top_percent, value_range=value_range)
+        lesion = compute_lesion_scores(
+            pred, target, diff_map, fov=fov, top_percent=top_percent, value_range=value_range
+        )
         for name, value in lesion.items():
             scores[f"{name}_lesion"] = value
     if perceptual is not None:

@@ -35,7 +35,9 @@ def inception_score(logits: torch.Tensor, splits: int = 1) -> tuple[float, float
     scores = []
     for chunk in torch.tensor_split(logits, int(splits)):
         log_p = torch.log_softmax(chunk, dim=1)
-        log_marginal = torch.logsumexp(log_p, dim=0) - torch.log(torch.tensor(float(chunk.shape[0]), dtype=torch.float64))
+        log_marginal = torch.logsumexp(log_p, dim=0) - torch.log(
+            torch.tensor(float(chunk.shape[0]), dtype=torch.float64)
+        )
         kl = (log_p.exp() * (log_p - log_marginal)).sum(dim=1)
         scores.append(torch.exp(kl.mean()))
     stacked = torch.stack(scores)

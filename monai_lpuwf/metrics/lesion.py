@@ -12,6 +12,7 @@ passed as is; :func:`difference_map` gives the plain ``|early - late|`` where no
 from __future__ import annotations
 
 import math
+
 import torch
 
 from monai_lpuwf.metrics.image_scores import compute_image_scores
@@ -27,9 +28,7 @@ def difference_map(early: torch.Tensor, late: torch.Tensor) -> torch.Tensor:
     return (early - late).abs().mean(dim=1, keepdim=True)
 
 
-def lesion_mask(
-    diff_map: torch.Tensor, fov: torch.Tensor | None = None, top_percent: float = 10.0
-) -> torch.Tensor:
+def lesion_mask(diff_map: torch.Tensor, fov: torch.Tensor | None = None, top_percent: float = 10.0) -> torch.Tensor:
     """Binary mask of the ``top_percent`` % largest values of ``diff_map`` within the field of view.
 
     Exactly ``ceil(top_percent / 100 * n)`` pixels are selected per image, ``n`` being the number of
@@ -48,7 +47,9 @@ def lesion_mask(
         raise ValueError(f"diff_map must be (B, 1, H, W), got {tuple(diff_map.shape)}.")
     if not 0.0 < float(top_percent) <= 100.0:
         raise ValueError(f"top_percent must be in (0, 100], got {top_percent}.")
-    inside = torch.ones_like(diff_map, dtype=torch.bool) if fov is None else torch.as_tensor(fov).to(diff_map.device) > 0
+    inside = (
+        torch.ones_like(diff_map, dtype=torch.bool) if fov is None else torch.as_tensor(fov).to(diff_map.device) > 0
+    )
     if inside.shape != diff_map.shape:
         raise ValueError(f"fov {tuple(inside.shape)} must match diff_map {tuple(diff_map.shape)}.")
     flat = diff_map.flatten(1).masked_fill(~inside.flatten(1), float("-inf"))

@@ -19,12 +19,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from monai_lpuwf.atomic_write import atomic_path  # noqa: E402
-from monai_lpuwf.metrics.image_scores import to_unit_range  # noqa: E402
+from monai_lpuwf.atomic_write import atomic_path
+from monai_lpuwf.metrics.image_scores import to_unit_range
 
 __all__ = [
     "GRID_COLUMNS",

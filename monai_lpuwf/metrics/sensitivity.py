@@ -101,7 +101,9 @@ def input_sensitivity(
         "own_minus_other_corr": own - other,
     }
     if other_seed is not None:
-        out["same_input_seed_corr"] = float(pairwise_correlation(pred, torch.as_tensor(other_seed), fov).diagonal().mean())
+        out["same_input_seed_corr"] = float(
+            pairwise_correlation(pred, torch.as_tensor(other_seed), fov).diagonal().mean()
+        )
     return out
 
 

@@ -21,8 +21,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 __all__ = ["radial_power_spectrum", "log_spectral_distance", "band_log_spectral_distance", "plot_power_spectra"]
 
@@ -129,7 +129,9 @@ def plot_power_spectra(freqs: torch.Tensor, spectra: dict[str, torch.Tensor], ti
         spec = torch.as_tensor(spec).double().reshape(-1, len(f))
         (line,) = ax.loglog(f, spec.mean(0).numpy(), label=f"{name} (n={spec.shape[0]})")
         if spec.shape[0] > 1:
-            ax.fill_between(f, spec.min(0).values.numpy(), spec.max(0).values.numpy(), color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                f, spec.min(0).values.numpy(), spec.max(0).values.numpy(), color=line.get_color(), alpha=0.2
+            )
     ax.set_xlabel("spatial frequency (cycles / pixel)")
     ax.set_ylabel("radially averaged power")
     ax.set_title(title or "Radially averaged power spectrum")

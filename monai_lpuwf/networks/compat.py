@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
 import torch
 from monai.networks.nets import AutoencoderKL, ControlNet, DiffusionModelUNet
 from torch import nn
@@ -174,4 +175,3 @@ def load_monai_generative_state_dict(
     else:
         target.load_state_dict(converted, strict=True)
     return target
-
