@@ -76,12 +76,12 @@ class InferenceInputError(ValueError):
 def input_error(error: BaseException | None) -> BaseException | None:
     """The first error in ``error``'s chain that is a bad input of the user's (``monai.bundle`` wraps the errors
     of config expressions in ``RuntimeError("Failed to evaluate ...")``): an unusable image or model file
-    (:class:`InferenceInputError`, :class:`~monai_lpuwf.transforms.UWFImageError`), an incomplete folder
+    (:class:`InferenceInputError`, :class:`~monai_lpuwf.data.UWFImageError`), an incomplete folder
     (:class:`~monai_lpuwf.data.IncompleteTripletError`), an unusable data source
     (:class:`~monai_lpuwf.data.DataSourceError`), a missing file or folder, an output that exists already.
     ``None`` when there is none (a bug, not a bad input)."""
     from monai_lpuwf.data.datalists import DataSourceError, IncompleteTripletError
-    from monai_lpuwf.transforms.io import UWFImageError
+    from monai_lpuwf.data.image_io import UWFImageError
 
     kinds = (InferenceInputError, UWFImageError, IncompleteTripletError, DataSourceError, FileNotFoundError,
              FileExistsError)  # fmt: skip
@@ -433,7 +433,7 @@ class QuantizeIntensity(Transform):
 
     ``x`` in ``value_range`` -> ``low + round((x - low) / (high - low) * levels) / levels * (high - low)``,
     clipped to ``value_range``: the values a ``levels + 1``-level file written from ``x`` holds (rounded to the
-    nearest level, as :func:`~monai_lpuwf.transforms.save_uwf_image` does). Scoring quantized predictions gives
+    nearest level, as :func:`~monai_lpuwf.data.save_uwf_image` does). Scoring quantized predictions gives
     the scores of the written files.
 
     Args:

@@ -23,7 +23,7 @@ class UWFKeys(StrEnum):
     ========== ============================================== ======================
 
     Spatial axes are ``(H, W)`` = (image rows, image columns) as a viewer shows the file: row 0 is the top
-    of the picture. See :mod:`monai_lpuwf.transforms.io`.
+    of the picture. See :mod:`monai_lpuwf.data.image_io`.
     """
 
     SLO = "slo"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from monai_lpuwf.transforms import save_uwf_image
+from monai_lpuwf.data import save_uwf_image
 
 __all__ = ["FAImageWriterOperator"]
 
@@ -16,7 +16,7 @@ class FAImageWriterOperator(Operator):
     """Write ``<output>/<name><suffix><extension>`` for each generated image, never overwriting a file.
 
     The image has the SLO's size and orientation (rows-first, written by
-    :func:`monai_lpuwf.transforms.save_uwf_image`: [-1, 1] -> 0..2**bit_depth-1). With an uncertainty map,
+    :func:`monai_lpuwf.data.save_uwf_image`: [-1, 1] -> 0..2**bit_depth-1). With an uncertainty map,
     ``<name><suffix>_std<extension>`` holds the per-pixel standard deviation of the samples: grey level /
     (2**bit_depth - 1) = standard deviation on the [-1, 1] intensity scale (at most 1).
 

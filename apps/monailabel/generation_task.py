@@ -33,7 +33,8 @@ from monailabel.utils.others.generic import strtobool
 
 from monai_lpuwf.inference_io import load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS, LPUWFInferer
-from monai_lpuwf.transforms import UWFImageError, save_uwf_image, uwf_inference_transforms
+from monai_lpuwf.data import UWFImageError, save_uwf_image
+from monai_lpuwf.transforms import uwf_inference_transforms
 
 __all__ = ["LateFAGenerationTask", "GENERATION_TYPE", "RESULT_EXTENSIONS"]
 

@@ -1,4 +1,4 @@
-"""Triplet datalists, synthetic UWF phantoms and the registration cache."""
+"""UWF image files (readers and writers), triplet datalists, synthetic UWF phantoms and the registration cache."""
 
 from .datalists import (
     IMAGE_SUFFIXES,
@@ -9,10 +9,15 @@ from .datalists import (
     split_datalist,
     write_datalist,
 )
+from .image_io import TiffFileReader, UWFImageError, read_uwf_array, save_uwf_image
 from .phantoms import PHANTOM_MARKER, generate_phantoms, render_phantom
 from .registration_cache import RegistrationCache, register_datalist
 
 __all__ = [
+    "UWFImageError",
+    "TiffFileReader",
+    "read_uwf_array",
+    "save_uwf_image",
     "IMAGE_SUFFIXES",
     "DataSourceError",
     "IncompleteTripletError",

@@ -30,8 +30,8 @@ import numpy as np
 from monai.config import PathLike
 from scipy import ndimage as ndi
 
+from monai_lpuwf.data.image_io import save_uwf_image
 from monai_lpuwf.keys import UWFKeys
-from monai_lpuwf.transforms.io import save_uwf_image
 
 __all__ = ["render_phantom", "generate_phantoms", "PHANTOM_MARKER"]
 
@@ -262,7 +262,7 @@ def generate_phantoms(
         size: ``(H, W)``.
         seed: base seed.
         misregistration: see :func:`render_phantom`.
-        ext: image suffix without dot (``png`` default; any suffix :func:`~monai_lpuwf.transforms.save_uwf_image`
+        ext: image suffix without dot (``png`` default; any suffix :func:`~monai_lpuwf.data.save_uwf_image`
             writes).
         fa_as_rgb: store FA frames as 3 equal channels, like the authors' BMPs.
         num_lesions: inclusive range of lesions per eye.

@@ -3,7 +3,7 @@
 from .difference import NORMALIZATIONS, CrossTemporalDifference, CrossTemporalDifferenced
 from .enhance import UnsharpMask, UnsharpMaskd
 from .fov import FieldOfView, FieldOfViewd, flat_box_mask
-from .io import MODALITIES, LoadUWFImage, LoadUWFImaged, TiffFileReader, UWFImageError, read_uwf_array, save_uwf_image
+from .io import MODALITIES, LoadUWFImage, LoadUWFImaged
 from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
 from .registration import METRICS, MODES, RegisterElastix, RegisterElastixd, similarity
 from .scale import TRAINING_SCALE_KEY, CheckTrainingScaled, TrainingScaleRecord, training_scale
@@ -12,10 +12,6 @@ __all__ = [
     "MODALITIES",
     "LoadUWFImage",
     "LoadUWFImaged",
-    "TiffFileReader",
-    "UWFImageError",
-    "read_uwf_array",
-    "save_uwf_image",
     "FieldOfView",
     "FieldOfViewd",
     "flat_box_mask",

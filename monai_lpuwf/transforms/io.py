@@ -1,21 +1,15 @@
-"""Loading and saving UWF-SLO / UWF-FA frames as channel-first MetaTensors.
+"""Loading UWF-SLO / UWF-FA frames as channel-first MetaTensors in ``[-1, 1]`` (array + dictionary transforms).
 
-Axis convention
----------------
-Every image comes out as ``(C, H, W)``: channel first, then image **rows** (top to bottom, row 0 = top of the
-picture as any image viewer shows the file), then **columns** (left to right). This differs on purpose from the
-defaults of MONAI's 2D readers, which transpose 2D pictures to ``(W, H)`` (``PILReader(reverse_indexing=True)``,
-``ITKReader(reverse_indexing=False)``) so that axis 0 is the physical ``x`` axis. Here the readers are
-configured so that no transpose happens (``PILReader(reverse_indexing=False)``,
-``ITKReader(reverse_indexing=True)``); NIfTI files, whose array axes are ``(x, y)`` = (columns, rows), are
-transposed on loading (and on saving by :func:`save_uwf_image`) so that a NIfTI file shows the same picture in
-ITK-SNAP as the PNG does in an image viewer. A ``load -> save_uwf_image -> load`` round trip gives back the same
-pixels in the same orientation for PNG, BMP, TIFF (8/16 bit), NIfTI and DICOM (tested).
+The files are read by :func:`monai_lpuwf.data.image_io.read_uwf_array` (MONAI readers configured for rows-first
+arrays; see that module for the axis convention) and written back by
+:func:`monai_lpuwf.data.image_io.save_uwf_image`. Every image comes out as ``(C, H, W)``: channel first, then image
+rows (row 0 = top of the picture as any image viewer shows the file), then columns.
 
 Intensities
 -----------
-Intensities are scaled to ``[-1, 1]`` from the file's real value range: ``BitsStored`` for DICOM, otherwise the
-stored integer type (uint8 -> 255, uint16 -> 65535, 16-bit PNG read through PIL -> 65535, ...).
+Intensities are scaled to ``[-1, 1]`` from the file's real value range
+(:func:`~monai_lpuwf.data.image_io.stored_value_range`: ``BitsStored`` for DICOM, otherwise the stored integer
+type: uint8 -> 255, uint16 -> 65535, 16-bit PNG read through PIL -> 65535, ...).
 
 Floating point files (float16/32/64 TIFF, NIfTI, ...) follow one convention: values already in ``[0, 1]`` are
 taken as they are (0 -> -1, 1 -> 1); any other range has no implied scale and is an error naming the file and its
@@ -43,182 +37,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection, PathLike
-from monai.data import ImageReader, ITKReader, MetaTensor, NibabelReader, PILReader, PydicomReader
+from monai.data import ImageReader, MetaTensor
 from monai.transforms import MapTransform, Resize, Transform
-from monai.utils import ensure_tuple, ensure_tuple_rep, look_up_option
+from monai.utils import ensure_tuple_rep, look_up_option
 
-from monai_lpuwf.atomic_write import atomic_path
+from monai_lpuwf.data.image_io import UWFImageError, load_kwargs_cli, read_uwf_array, stored_value_range
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = [
-    "UWFImageError",
-    "TiffFileReader",
-    "read_uwf_array",
-    "LoadUWFImage",
-    "LoadUWFImaged",
-    "save_uwf_image",
-    "MODALITIES",
-]
+__all__ = ["LoadUWFImage", "LoadUWFImaged", "MODALITIES"]
 
 MODALITIES = ("slo", "fa")
 _FA_COLOUR = ("auto", "mean", "luminance", "red", "green", "blue")
-_PIL_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".gif")
-_TIFF_SUFFIXES = (".tif", ".tiff")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_DICOM_SUFFIXES = (".dcm", ".dicom")
-
-
-class UWFImageError(ValueError):
-    """An image file that cannot be used as it is; the message names the file and the fix."""
-
-
-def _cli(**load_kwargs: Any) -> str:
-    """The bundle command-line form of loader arguments: ``--load_kwargs "{'slo_grey':'repeat'}"``."""
-    body = ",".join(f"{k!r}:{v!r}".replace(" ", "") for k, v in load_kwargs.items())
-    return f'--load_kwargs "{{{body}}}"'
-
-
-def _suffix(path: PathLike) -> str:
-    name = Path(path).name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
-
-
-class TiffFileReader(ImageReader):
-    """MONAI :class:`~monai.data.ImageReader` for TIFF files based on ``tifffile``.
-
-    PIL silently truncates 16-bit RGB TIFFs to 8 bit and ITK's Python wrapping lacks 16-bit RGB, so TIFFs are
-    read with ``tifffile`` (a dependency of MONAI's WSI reader), keeping the stored dtype. The array comes out as
-    ``(H, W)`` or ``(H, W, C)`` (rows first, like the file).
-    """
-
-    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
-        return all(_suffix(f) in _TIFF_SUFFIXES for f in ensure_tuple(filename))
-
-    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
-        import tifffile
-
-        return tifffile.imread(str(data), **kwargs)
-
-    def get_data(self, img) -> tuple[np.ndarray, dict]:
-        arr = np.asarray(img)
-        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):  # planar (C, H, W) storage
-            arr = np.moveaxis(arr, 0, -1)
-        meta = {"spatial_shape": np.asarray(arr.shape[:2]), "original_channel_dim": -1 if arr.ndim == 3 else np.nan}
-        return arr, meta
-
-
-def _pil_converter(img):
-    """Expand palette images to what they show (grey or RGB) so a palette index is never taken as intensity."""
-    if img.mode == "P":
-        return img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode == "1":
-        return img.convert("L")
-    return img
-
-
-def _default_reader(path: PathLike) -> ImageReader:
-    suffix = _suffix(path)
-    if suffix in _PIL_SUFFIXES:
-        return PILReader(converter=_pil_converter, reverse_indexing=False)
-    if suffix in _TIFF_SUFFIXES:
-        return TiffFileReader()
-    if suffix in _NIFTI_SUFFIXES:
-        return NibabelReader()
-    if suffix in _DICOM_SUFFIXES:
-        return PydicomReader(swap_ij=False)
-    return ITKReader(reverse_indexing=True)  # DICOM without suffix, MetaImage, NRRD, ...
-
-
-def _value_range(arr: np.ndarray, meta: dict, path: PathLike) -> tuple[float, float, int]:
-    """(low, high, bit_depth) of the file's intensity scale from its header or stored type (floats: NaN ignored)."""
-    bits_stored = meta.get("bits_stored", meta.get("0028|0101"))  # DICOM BitsStored (pydicom, ITK)
-    if bits_stored is not None and np.issubdtype(arr.dtype, np.integer):
-        bits = int(str(bits_stored).strip())
-        return 0.0, float(2**bits - 1), bits
-    mode = str(meta.get("mode", ""))
-    if mode.startswith("I;16") or (mode == "I" and _suffix(path) == ".png"):
-        return 0.0, 65535.0, 16
-    if arr.dtype == np.bool_:
-        return 0.0, 1.0, 1
-    if np.issubdtype(arr.dtype, np.integer):
-        info = np.iinfo(arr.dtype)
-        if info.min < 0 and arr.min() < 0:
-            raise UWFImageError(
-                f"{path}: signed {arr.dtype} image with negative values; an ophthalmic photograph has none. "
-                "Pass value_range=(low, high) or value_range='minmax' to LoadUWFImage to say how to scale it "
-                f"(command line: {_cli(value_range='minmax')})."
-            )
-        return 0.0, float(info.max), info.bits - (1 if info.min < 0 else 0)
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if lo >= 0.0 and hi <= 1.0:
-        return 0.0, 1.0, arr.dtype.itemsize * 8
-    raise UWFImageError(
-        f"{path}: floating point intensities in [{lo:g}, {hi:g}] have no implied scale (a float image must hold "
-        "[0, 1] values). Say how to scale it: value_range=(low, high), e.g. (0, 255) for unscaled 8-bit values, or "
-        f"value_range='minmax' for the file's own range (command line: {_cli(value_range=(0, 255))})."
-    )
-
-
-def read_uwf_array(path: PathLike, reader: ImageReader | None = None) -> tuple[np.ndarray, dict]:
-    """Read one file through a MONAI image reader, keeping its stored dtype.
-
-    Args:
-        path: image file.
-        reader: a MONAI reader; by default chosen from the suffix (PIL for PNG/BMP/JPEG, ``tifffile`` for TIFF,
-            nibabel for NIfTI, ITK for DICOM and the rest), configured for rows-first output.
-
-    Returns:
-        ``(array, meta)`` with ``array`` of shape ``(H, W)`` or ``(H, W, C)`` in the file's dtype.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        UWFImageError: the file cannot be decoded (corrupt, truncated, unknown format).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file; check the path in your datalist.")
-    reader = _default_reader(path) if reader is None else reader
-    try:
-        with warnings.catch_warnings():  # photographs carry no patient orientation: pydicom's affine warning is noise
-            warnings.filterwarnings("ignore", message=".*ImageOrientationPatient.*")
-            img = reader.read(str(path))
-            arr, meta = reader.get_data(img)
-        arr = np.array(arr)  # forces decoding of lazily-read (possibly truncated) data and owns the memory
-    except Exception as e:  # readers raise many different types for corrupt input
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UWFImageError(
-            f"{path}: cannot be read by {type(reader).__name__} ({type(e).__name__}: {reason}). The file is corrupt, "
-            "truncated or not an image; re-export it from the device, or remove it from the datalist."
-        ) from e
-    if isinstance(reader, PydicomReader) and "BitsStored" in img:
-        meta["bits_stored"] = int(img.BitsStored)
-    if isinstance(reader, NibabelReader):  # NIfTI array axes are (x, y[, z][, c]) = (columns, rows, ...)
-        arr = np.swapaxes(arr, 0, 1) if arr.ndim >= 2 else arr
-        if arr.ndim == 4 and arr.shape[2] == 1:  # (rows, columns, 1 slice, channels)
-            arr = arr[:, :, 0]
-    else:  # drop leading singleton slice axes (ITK reads a 2D DICOM as (1, H, W[, C])); a 3D array whose last
-        # axis is a channel count (<= 4) is a picture (H, W, C), even of one row (1 x 1 x 3)
-        while arr.ndim > 2 and arr.shape[0] == 1 and (arr.ndim == 4 or arr.shape[-1] > 4):
-            arr = arr[0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4):
-        raise UWFImageError(
-            f"{path}: array of shape {arr.shape} is not a 2D picture (H, W) or (H, W, channels<=4); "
-            "export a single 2D frame."
-        )
-    if arr.dtype.kind not in "biuf":
-        raise UWFImageError(
-            f"{path}: pixel type {arr.dtype} is not an intensity image (expected integers or floats); export the "
-            "frame as 8/16-bit integers (PNG, TIFF) or float32 in [0, 1]."
-        )
-    meta = dict(meta)
-    meta["filename_or_obj"] = str(path)
-    return arr, meta
 
 
 def _select_channels(
@@ -239,7 +73,7 @@ def _select_channels(
         raise UWFImageError(
             f"{path}: SLO image has {n} channel(s), expected 3 (Optos pseudo-colour RGB). Load the colour export, "
             "or pass slo_grey='repeat' to use a grey SLO as 3 equal channels (command line: "
-            f"{_cli(slo_grey='repeat')})."
+            f"{load_kwargs_cli(slo_grey='repeat')})."
         )
     if n == 1:
         return img, stored
@@ -250,8 +84,8 @@ def _select_channels(
         raise UWFImageError(
             f"{path}: FA image has {n} channels that differ (mean deviation {spread:.3%} of the range, tolerance "
             f"{grey_tolerance:.3%}); is this an SLO or a colour-annotated export? Pass fa_colour='mean', "
-            f"'luminance' or 'green' to convert it to grey (command line: {_cli(fa_colour='green')}), or load it "
-            "with modality='slo'."
+            f"'luminance' or 'green' to convert it to grey (command line: {load_kwargs_cli(fa_colour='green')}), or "
+            "load it with modality='slo'."
         )
     if fa_colour == "mean":
         return img.mean(0, keepdims=True), stored
@@ -326,7 +160,7 @@ class LoadUWFImage(Transform):
                 f"{filename}: {n} of {total} pixels are not finite ({kinds})"
                 + (" - no pixel has a value" if bad.all() else "")
                 + "; a generated image would be all NaN. Re-export the frame without NaN/Inf, or pass "
-                f"nonfinite='black' to set them to black (command line: {_cli(nonfinite='black')})."
+                f"nonfinite='black' to set them to black (command line: {load_kwargs_cli(nonfinite='black')})."
             )
         return np.where(bad, np.nan, arr), bad
 
@@ -341,14 +175,14 @@ class LoadUWFImage(Transform):
         arr, meta = read_uwf_array(filename, self.reader)
         arr, bad = self._finite(arr, filename)
         if arr.size and self.value_range is None:
-            low, high, bits = _value_range(arr, meta, filename)
+            low, high, bits = stored_value_range(arr, meta, filename)
         elif arr.size:
             if self.value_range == "minmax":
                 low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
             else:
                 low, high = self.value_range
             try:  # the stored bits, recorded only
-                bits = _value_range(arr, meta, filename)[2] if arr.dtype.kind != "f" else arr.dtype.itemsize * 8
+                bits = stored_value_range(arr, meta, filename)[2] if arr.dtype.kind != "f" else arr.dtype.itemsize * 8
             except UWFImageError:  # signed values: the type's size
                 bits = arr.dtype.itemsize * 8
         if bad is not None:
@@ -450,82 +284,3 @@ class LoadUWFImaged(MapTransform):
                     d[k] = Resize(target, mode="bilinear", anti_aliasing=True)(d[k])
                     d[k].meta["resized_from"] = shapes[k]
         return d
-
-
-def _to_stored(img: np.ndarray, bit_depth: int) -> np.ndarray:
-    high = 2**bit_depth - 1
-    dtype = np.uint8 if bit_depth <= 8 else np.uint16
-    return np.round((np.clip(img, -1.0, 1.0) + 1.0) / 2.0 * high).astype(dtype)
-
-
-def _write_dicom(path: str, arr: np.ndarray, bit_depth: int) -> None:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"  # Ophthalmic Photography 8 Bit
-    file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(path, {}, file_meta=file_meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OP"
-    ds.Rows, ds.Columns = arr.shape[:2]
-    ds.SamplesPerPixel = 3 if arr.ndim == 3 else 1
-    ds.PhotometricInterpretation = "RGB" if arr.ndim == 3 else "MONOCHROME2"
-    if arr.ndim == 3:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated = arr.dtype.itemsize * 8
-    ds.BitsStored = bit_depth
-    ds.HighBit = bit_depth - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def save_uwf_image(img: torch.Tensor | np.ndarray, path: PathLike, bit_depth: int = 8, overwrite: bool = False) -> Path:
-    """Write a ``(C, H, W)`` image in ``[-1, 1]`` so that :class:`LoadUWFImage` reads the same pixels back.
-
-    The inverse of :class:`LoadUWFImage` (same rows-first orientation, ``[-1, 1]`` mapped onto ``0..2**bit_depth-1``).
-    The file is written atomically (temporary file + rename).
-
-    Args:
-        img: ``(1, H, W)`` or ``(3, H, W)`` (or ``(H, W)``) values in ``[-1, 1]``.
-        path: output file; the suffix chooses the format: ``.png``/``.bmp``/``.jpg`` (PIL; 16 bit only for grey
-            PNG), ``.tif``/``.tiff`` (tifffile, 8/16 bit, any channels), ``.nii``/``.nii.gz`` (nibabel, stored as
-            ``(x, y[, c])``), ``.dcm`` (pydicom, Ophthalmic Photography IOD).
-        bit_depth: 8 or 16 (DICOM accepts 8..16, stored in BitsStored).
-        overwrite: replace an existing file; by default an existing file is an error (never overwrite inputs).
-
-    Returns:
-        the path written.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; choose another output path or pass overwrite=True.")
-    arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-    if arr.ndim == 3:
-        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-    stored = _to_stored(arr.astype(np.float32), bit_depth)
-    suffix = _suffix(path)
-    with atomic_path(path) as tmp:
-        if suffix in _PIL_SUFFIXES:
-            from PIL import Image
-
-            if bit_depth > 8 and (stored.ndim == 3 or suffix != ".png"):
-                raise ValueError(f"{path}: PIL writes 16-bit images only as grey PNG; use .tif for 16-bit colour.")
-            pil = Image.fromarray(stored)  # uint16 grey -> mode "I;16"
-            pil.save(tmp, format={".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix, suffix[1:].upper()))
-        elif suffix in _TIFF_SUFFIXES:
-            import tifffile
-
-            tifffile.imwrite(tmp, stored, photometric="rgb" if stored.ndim == 3 else "minisblack")
-        elif suffix in _NIFTI_SUFFIXES:
-            import nibabel as nib
-
-            nib.save(nib.Nifti1Image(np.swapaxes(stored, 0, 1), np.eye(4)), tmp)
-        elif suffix in (".dcm", ".dicom"):
-            _write_dicom(tmp, stored, bit_depth)
-        else:
-            raise ValueError(f"{path}: unsupported suffix {suffix!r}; use .png, .bmp, .tif, .nii.gz or .dcm.")
-    return path

@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 from requests_toolbelt.multipart import decoder  # noqa: E402
 
 from monai_lpuwf.data import render_phantom  # noqa: E402
-from monai_lpuwf.transforms import save_uwf_image  # noqa: E402
+from monai_lpuwf.data import save_uwf_image  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel"
 MODEL = "lpuwf_late_fa"

@@ -20,7 +20,8 @@ from monai_lpuwf.inference_io import (
     input_error,
     save_generated,
 )
-from monai_lpuwf.transforms import LoadUWFImage, UWFImageError, save_uwf_image
+from monai_lpuwf.data import UWFImageError, save_uwf_image
+from monai_lpuwf.transforms import LoadUWFImage
 
 
 def test_quantize_matches_the_data_layer_writer(tmp_path):

@@ -14,7 +14,8 @@ from monai.data import MetaTensor, list_data_collate
 from monai.transforms import LoadImage
 from PIL import Image
 
-from monai_lpuwf.transforms import LoadUWFImage, LoadUWFImaged, UWFImageError, save_uwf_image
+from monai_lpuwf.data import UWFImageError, save_uwf_image
+from monai_lpuwf.transforms import LoadUWFImage, LoadUWFImaged
 
 H, W = 23, 37  # non-square, odd: any transpose or flip changes the shape or the pixels
 

@@ -11,14 +11,13 @@ from monai.data import CacheDataset, DataLoader, Dataset, decollate_batch
 from monai.transforms import Invertd
 from scipy import ndimage as ndi
 
-from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.data import generate_phantoms, save_uwf_image
 from monai_lpuwf.transforms import (
     CheckTrainingScaled,
     CrossTemporalDifference,
     TrainingScaleRecord,
     FieldOfView,
     LoadUWFImage,
-    save_uwf_image,
     uwf_inference_transforms,
     uwf_train_transforms,
 )
