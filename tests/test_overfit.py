@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 from ignite.engine import Events
+from monai.networks.schedulers import DDPMScheduler
 
 from monai_lpuwf.data import render_phantom
 from monai_lpuwf.engines import LatentDiffusionPrepareBatch, LatentDiffusionTrainer, set_trainable
@@ -20,7 +21,6 @@ from monai_lpuwf.engines.scale_factor import compute_scale_factor
 from monai_lpuwf.inferers import LPUWFSampler
 from monai_lpuwf.losses import CTRDLoss
 from monai_lpuwf.networks import build_model
-from monai.networks.schedulers import DDPMScheduler
 
 SIZE = 32
 

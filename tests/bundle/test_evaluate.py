@@ -73,8 +73,9 @@ def run_evaluation(bundle, tmp_path: Path, checkpoint: Path, dataset: Path, **ov
 def read_rows(report: Path) -> dict[tuple[str, str], dict[str, float]]:
     with open(report / "scores.csv", newline="") as f:
         return {
-            (r["id"], r["predictor"]): {k: float(v) if v != "" else math.nan for k, v in r.items()
-                                        if k not in ("id", "predictor")}  # fmt: skip
+            (r["id"], r["predictor"]): {
+                k: float(v) if v != "" else math.nan for k, v in r.items() if k not in ("id", "predictor")
+            }
             for r in csv.DictReader(f)
         }
 

@@ -28,6 +28,7 @@ from monai_lpuwf.transforms import LoadUWFImage, uwf_inference_transforms
 
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
 
+
 def _load_helpers():
     spec = importlib.util.spec_from_file_location("_helpers", Path(__file__).with_name("test_inference_helpers.py"))
     module = importlib.util.module_from_spec(spec)

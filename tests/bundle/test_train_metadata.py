@@ -37,7 +37,16 @@ REQUIRED = (
     "references",
     "network_data_format",
 )
-TENSOR_FIELDS = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data", "channel_def")
+TENSOR_FIELDS = (
+    "type",
+    "format",
+    "num_channels",
+    "spatial_shape",
+    "dtype",
+    "value_range",
+    "is_patch_data",
+    "channel_def",
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,7 @@ def test_real_triplets_train_stages_1_and_4(tmp_path, bundle, trained_bundle, uw
     root = bundle.new_bundle_root(tmp_path / "real")
     settings = {"dataset_dir": str(uwf_samples_dir), "max_epochs": 1, "val_interval": 1}
     bundle.run_stage(root, "autoencoder", **settings)
-    bundle.run_stage(
-        root, "late", initial_weights=str(trained_bundle / "models" / "model_diffusion.pt"), **settings
-    )
+    bundle.run_stage(root, "late", initial_weights=str(trained_bundle / "models" / "model_diffusion.pt"), **settings)
     for stage, weights in (("autoencoder", "model_autoencoder.pt"), ("late", "model.pt")):
         state = torch.load(root / "models" / stage / "checkpoint_last.pt", weights_only=True)
         assert state["trainer"]["iteration"] == 2, stage  # 4 training triplets in batches of 2

@@ -22,7 +22,13 @@ from monai_lpuwf.networks import build_model
 
 def _items(n: int = 5, size: int = 32) -> list[dict]:
     g = torch.Generator().manual_seed(0)
-    return [{"early": torch.rand(1, size, size, generator=g) * 2 - 1, "late": torch.rand(1, size, size, generator=g) * 2 - 1} for _ in range(n)]
+    return [
+        {
+            "early": torch.rand(1, size, size, generator=g) * 2 - 1,
+            "late": torch.rand(1, size, size, generator=g) * 2 - 1,
+        }
+        for _ in range(n)
+    ]
 
 
 def _trainer(tmp_path, max_epochs: int, resume: bool, stop_at: int | None = None):
@@ -30,13 +36,20 @@ def _trainer(tmp_path, max_epochs: int, resume: bool, stop_at: int | None = None
     torch.manual_seed(0)
     ae = set_trainable(build_model("small").autoencoder, [""], ["condition_encoder"])
     optimizer = torch.optim.Adam(trainable_parameters(ae), 1e-3)
-    transform = Compose([RandFlipd(["early", "late"], prob=0.5, spatial_axis=1), RandGaussianNoised(["early", "late"], prob=1.0, std=0.05)])
+    transform = Compose(
+        [
+            RandFlipd(["early", "late"], prob=0.5, spatial_axis=1),
+            RandGaussianNoised(["early", "late"], prob=1.0, std=0.05),
+        ]
+    )
     loader = DataLoader(Dataset(_items(), transform), batch_size=2, shuffle=True, num_workers=0)
     state = {"model": ae, "optimizer": optimizer}
     handlers = [ResumeCheckpointLoader(str(tmp_path / "last.pt"), state)] if resume else []
     handlers += [
         DeterministicSeedHandler(seed=3),
-        AtomicCheckpointSaver(str(tmp_path), state, save_interval=1, epoch_level=False, interval_filename="last.pt", engine_key="trainer"),
+        AtomicCheckpointSaver(
+            str(tmp_path), state, save_interval=1, epoch_level=False, interval_filename="last.pt", engine_key="trainer"
+        ),
     ]
     trainer = AutoencoderGanTrainer(
         device="cpu",
@@ -48,7 +61,9 @@ def _trainer(tmp_path, max_epochs: int, resume: bool, stop_at: int | None = None
         train_handlers=handlers,
     )
     if stop_at is not None:  # simulate a kill right after the checkpoint of iteration `stop_at`
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == stop_at else None)
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == stop_at else None
+        )
     return trainer, ae
 
 

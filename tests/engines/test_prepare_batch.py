@@ -24,7 +24,9 @@ def test_targets(kind, batches):
     latents, target, _, kwargs = _prepare(kind, scheduler)(batches[0])
     expected = {
         "epsilon": kwargs["noise"],
-        "v_prediction": VPredictionPrepareBatch(scheduler, 1000).get_target(latents, kwargs["noise"], kwargs["timesteps"]),
+        "v_prediction": VPredictionPrepareBatch(scheduler, 1000).get_target(
+            latents, kwargs["noise"], kwargs["timesteps"]
+        ),
         "sample": latents,
     }[kind]
     torch.testing.assert_close(target, expected)

@@ -32,7 +32,9 @@ def test_with_std(tiny_model):
 def test_metadata_kept_for_invertd(tiny_model):
     """Bundle-style inference: pad a 30 x 27 SLO with DivisiblePadd, generate, Invertd crops the prediction back."""
     pad = Compose([DivisiblePadd(keys="slo", k=32, value=-1.0)])
-    items = [pad({"slo": MetaTensor(torch.rand(3, 30, 27) * 2 - 1, meta={"filename_or_obj": f"{i}.bmp"})}) for i in range(2)]
+    items = [
+        pad({"slo": MetaTensor(torch.rand(3, 30, 27) * 2 - 1, meta={"filename_or_obj": f"{i}.bmp"})}) for i in range(2)
+    ]
     batch = list_data_collate(items)
     pred = LPUWFInferer(num_inference_steps=1)(batch["slo"], tiny_model)
     assert isinstance(pred, MetaTensor) and pred.shape == (2, 1, 32, 32)

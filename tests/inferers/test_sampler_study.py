@@ -30,7 +30,11 @@ def test_run_study_scores_against_the_reference(study, tiny_model):
     slo = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     late = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     reference = study.SamplerConfig("ddim", 4, False)
-    configs = [study.SamplerConfig("ddim", 2, False), study.SamplerConfig("ddim", 2, True), study.SamplerConfig("pndm", 3, None)]
+    configs = [
+        study.SamplerConfig("ddim", 2, False),
+        study.SamplerConfig("ddim", 2, True),
+        study.SamplerConfig("pndm", 3, None),
+    ]
     rows = study.run_study(tiny_model, slo, late, configs, reference=reference, seed=7, log=None)
     assert [r["sampler"] for r in rows] == ["ddim-4 clip=F", "ddim-2 clip=F", "ddim-2 clip=T", "pndm-3"]
     assert math.isinf(rows[0]["psnr_vs_ddpm1000"]) and rows[0]["ms_ssim_vs_ddpm1000"] == pytest.approx(1.0)
@@ -59,14 +63,38 @@ def test_ms_ssim_weights_follow_monai_size_rule(study):
 
 def test_outputs_and_sampler_specs(study, tmp_path):
     configs = study._parse_configs(["ddim:10,25", "pndm:5"])
-    assert [c.name for c in configs] == ["ddim-10 clip=F", "ddim-25 clip=F", "ddim-10 clip=T", "ddim-25 clip=T", "pndm-5"]
+    assert [c.name for c in configs] == [
+        "ddim-10 clip=F",
+        "ddim-25 clip=F",
+        "ddim-10 clip=T",
+        "ddim-25 clip=T",
+        "pndm-5",
+    ]
     with pytest.raises(ValueError, match="ddim:10,25,50"):
         study._parse_configs(["ddim"])
     rows = [
-        {"sampler": "ddpm-1000 clip=F", "scheduler": "ddpm", "steps": 1000, "clip_sample": False, "seconds_per_image": 9.0,
-         "psnr_vs_ddpm1000": float("inf"), "ms_ssim_vs_ddpm1000": 1.0, "psnr_vs_late": 20.0, "ms_ssim_vs_late": 0.8},
-        {"sampler": "ddim-10 clip=F", "scheduler": "ddim", "steps": 10, "clip_sample": False, "seconds_per_image": 0.1,
-         "psnr_vs_ddpm1000": 25.0, "ms_ssim_vs_ddpm1000": 0.9, "psnr_vs_late": 19.0, "ms_ssim_vs_late": 0.7},
+        {
+            "sampler": "ddpm-1000 clip=F",
+            "scheduler": "ddpm",
+            "steps": 1000,
+            "clip_sample": False,
+            "seconds_per_image": 9.0,
+            "psnr_vs_ddpm1000": float("inf"),
+            "ms_ssim_vs_ddpm1000": 1.0,
+            "psnr_vs_late": 20.0,
+            "ms_ssim_vs_late": 0.8,
+        },
+        {
+            "sampler": "ddim-10 clip=F",
+            "scheduler": "ddim",
+            "steps": 10,
+            "clip_sample": False,
+            "seconds_per_image": 0.1,
+            "psnr_vs_ddpm1000": 25.0,
+            "ms_ssim_vs_ddpm1000": 0.9,
+            "psnr_vs_late": 19.0,
+            "ms_ssim_vs_late": 0.7,
+        },
     ]
     csv_path = study.write_csv(rows, tmp_path / "s.csv")
     assert csv_path.read_text().splitlines()[0].startswith("sampler,scheduler,steps,clip_sample,seconds_per_image")

@@ -103,8 +103,9 @@ def test_sampler_tiles_large_frames_only(random_model):
 
 def test_memory_check_stops_before_starting_with_a_clear_message(random_model, monkeypatch):
     sampler = LPUWFSampler(num_inference_steps=1)
-    small, optos = sampler.memory_estimate(random_model, 1, (682, 853)), sampler.memory_estimate(
-        random_model, 1, (3200, 4000)
+    small, optos = (
+        sampler.memory_estimate(random_model, 1, (682, 853)),
+        sampler.memory_estimate(random_model, 1, (3200, 4000)),
     )
     assert 0 < small < optos < 30 * small  # tiled: ~ the whole-frame buffers, linear in pixels
     untiled = LPUWFSampler(num_inference_steps=1, decode_tile=None, denoise_tile=None)

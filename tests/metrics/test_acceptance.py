@@ -24,7 +24,10 @@ def test_checks_and_bars():
     assert checks["PSNR"]["bar"] == 19.0 and checks["PSNR"]["passed"]
     assert checks["PSNR field of view"]["bar"] == 17.5 and checks["PSNR field of view"]["passed"]
     assert checks["PSNR lesion region"]["bar"] == 11.0 and checks["PSNR lesion region"]["passed"]
-    assert abs(checks["cross-input correlation gap"]["value"] - 0.05) < 1e-9 and checks["cross-input correlation gap"]["passed"]
+    assert (
+        abs(checks["cross-input correlation gap"]["value"] - 0.05) < 1e-9
+        and checks["cross-input correlation gap"]["passed"]
+    )
     bad = {c["name"]: c["passed"] for c in acceptance_checks(_summary(model_psnr=18.9, cross=0.98, seed_corr=0.2))}
     assert bad == {"PSNR": False, "PSNR field of view": True, "PSNR lesion region": True,
                    "cross-input correlation gap": False, "same input, two seeds": False}  # fmt: skip

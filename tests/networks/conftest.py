@@ -36,7 +36,11 @@ def tiny():
     """Tiny configurations with attention: ``tiny.AE`` + ``tiny.AE_CHANNELS``, ``tiny.UNET`` + ``tiny.UNET_CHANNELS``,
     ``tiny.COND_EMBED`` (the monai-generative classes name ``channels`` ``num_channels``)."""
     return SimpleNamespace(
-        AE=TINY_AE, AE_CHANNELS=TINY_AE_CHANNELS, UNET=TINY_UNET, UNET_CHANNELS=TINY_UNET_CHANNELS, COND_EMBED=TINY_COND_EMBED
+        AE=TINY_AE,
+        AE_CHANNELS=TINY_AE_CHANNELS,
+        UNET=TINY_UNET,
+        UNET_CHANNELS=TINY_UNET_CHANNELS,
+        COND_EMBED=TINY_COND_EMBED,
     )
 
 

@@ -127,8 +127,11 @@ def test_lpuwf_model_from_files(tmp_path, tiny, randomize, generative_nets):
     unet = {k: v for k, v in tiny.UNET.items() if k not in ("spatial_dims", "in_channels")}
     model = build_model(
         "small",
-        autoencoder={**{k: v for k, v in ae.items() if k not in ("spatial_dims", "in_channels", "out_channels")},
-                     "channels": tiny.AE_CHANNELS, "include_fc": True},
+        autoencoder={
+            **{k: v for k, v in ae.items() if k not in ("spatial_dims", "in_channels", "out_channels")},
+            "channels": tiny.AE_CHANNELS,
+            "include_fc": True,
+        },
         unet={**unet, "channels": tiny.UNET_CHANNELS, "include_fc": True},
         controlnet={"conditioning_embedding_num_channels": tiny.COND_EMBED},
     ).eval()
@@ -138,8 +141,10 @@ def test_lpuwf_model_from_files(tmp_path, tiny, randomize, generative_nets):
     ).eval()
     g_cn = randomize(
         generative_nets.ControlNet(
-            num_channels=tiny.UNET_CHANNELS, conditioning_embedding_in_channels=3,
-            conditioning_embedding_num_channels=tiny.COND_EMBED, **tiny.UNET,
+            num_channels=tiny.UNET_CHANNELS,
+            conditioning_embedding_in_channels=3,
+            conditioning_embedding_num_channels=tiny.COND_EMBED,
+            **tiny.UNET,
         ),
         seed=8,
     ).eval()
@@ -147,7 +152,9 @@ def test_lpuwf_model_from_files(tmp_path, tiny, randomize, generative_nets):
     paths = {}
     for name, net in [("autoencoder", vae), ("unet", g_unet), ("controlnet", g_cn), ("condition_encoder", enc)]:
         paths[name] = str(tmp_path / f"{name}.pth")
-        torch.save({f"module.{k}": v for k, v in net.state_dict().items()} if name == "unet" else net.state_dict(), paths[name])
+        torch.save(
+            {f"module.{k}": v for k, v in net.state_dict().items()} if name == "unet" else net.state_dict(), paths[name]
+        )
     load_monai_generative_state_dict(model, paths, scale_factor=0.18215)
     assert abs(float(model.scale_factor) - 0.18215) < 1e-7
     x, t = _unet_inputs(batch=1, size=4)

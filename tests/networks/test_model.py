@@ -28,7 +28,12 @@ def test_paper_preset_values():
     assert p["unet"]["attention_levels"] == (False, False, True, True) and p["unet"]["num_res_blocks"] == 2
     assert p["controlnet"]["conditioning_embedding_num_channels"] == (32, 96, 256)
     assert p["scale_factor"] == 0.18215
-    assert p["schedule"] == {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02}
+    assert p["schedule"] == {
+        "num_train_timesteps": 1000,
+        "schedule": "linear_beta",
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+    }
 
 
 def test_paper_preset_is_the_authors_architecture(generative_nets):
@@ -38,16 +43,29 @@ def test_paper_preset_is_the_authors_architecture(generative_nets):
     with torch.device("meta"):
         ours = build_model("paper")
         vae = generative_nets.AutoencoderKL(
-            spatial_dims=2, in_channels=1, out_channels=1, num_channels=(128, 256, 512), latent_channels=4,
-            num_res_blocks=2, attention_levels=(False,) * 3,
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            num_channels=(128, 256, 512),
+            latent_channels=4,
+            num_res_blocks=2,
+            attention_levels=(False,) * 3,
         )
         unet = generative_nets.DiffusionModelUNet(
-            num_res_blocks=2, spatial_dims=2, in_channels=4, out_channels=4, num_channels=(128, 256, 512, 1024),
+            num_res_blocks=2,
+            spatial_dims=2,
+            in_channels=4,
+            out_channels=4,
+            num_channels=(128, 256, 512, 1024),
             attention_levels=(False, False, True, True),
         )
         cn = generative_nets.ControlNet(
-            spatial_dims=2, in_channels=4, num_res_blocks=2, num_channels=(128, 256, 512, 1024),
-            attention_levels=(False, False, True, True), conditioning_embedding_in_channels=3,
+            spatial_dims=2,
+            in_channels=4,
+            num_res_blocks=2,
+            num_channels=(128, 256, 512, 1024),
+            attention_levels=(False, False, True, True),
+            conditioning_embedding_in_channels=3,
             conditioning_embedding_num_channels=(32, 96, 256),
         )
     for old, new in [(vae, ours.autoencoder), (unet, ours.unet), (cn, ours.controlnet)]:
@@ -104,7 +122,9 @@ def test_latent_scaling(small):
 
 def test_build_model_overrides():
     m = build_model("small", unet={"num_res_blocks": 2}, scale_factor=0.3)
-    assert m.config["unet"]["num_res_blocks"] == 2 and m.config["unet"]["channels"] == PRESETS["small"]["unet"]["channels"]
+    assert (
+        m.config["unet"]["num_res_blocks"] == 2 and m.config["unet"]["channels"] == PRESETS["small"]["unet"]["channels"]
+    )
     assert abs(float(m.scale_factor) - 0.3) < 1e-7
     with pytest.raises(ValueError):
         build_model("huge")
