@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.utils import LossReduction, look_up_option
 
-from monai_lpuwf.metrics.weights import resolve_weights_path
+from monai_lpuwf.weights import resolve_weights_path
 
 __all__ = ["PERCEPTUAL_NETWORKS", "OfflinePerceptualLoss", "build_feature_network", "perceptual_network_name"]
 
@@ -176,8 +176,8 @@ class OfflinePerceptualLoss(nn.Module):
             tuple(found[i].shape) != shapes[i] for i in range(len(shapes))
         ):
             raise RuntimeError(
-                f"{path} does not hold LPIPS linear layers lin0..lin{len(shapes) - 1}.model.1.weight of shapes {shapes} "
-                f"for {self.network}; got keys {sorted(state)}."
+                f"{path} does not hold LPIPS linear layers lin0..lin{len(shapes) - 1}.model.1.weight of shapes "
+                f"{shapes} for {self.network}; got keys {sorted(state)}."
             )
         with torch.no_grad():
             for i, p in enumerate(self.lins):

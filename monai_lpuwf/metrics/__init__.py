@@ -57,7 +57,6 @@ from monai_lpuwf.metrics.spectrum import (
     plot_power_spectra,
     radial_power_spectrum,
 )
-from monai_lpuwf.metrics.weights import resolve_weights_path
 
 __all__ = [
     "BASELINE_NAMES", "constant_prediction", "mean_intensity", "score_with_baselines",
@@ -69,6 +68,6 @@ __all__ = [
     "difference_map", "lesion_mask", "compute_lpips", "GRID_COLUMNS", "EvaluationReport", "atomic_write_bytes",
     "figure_grid", "save_figure", "scores_to_records", "summarize_records", "write_scores_csv",
     "write_summary_json", "log_spectral_distance", "plot_power_spectra", "radial_power_spectrum",
-    "resolve_weights_path", "conditioning_gap", "input_sensitivity", "pairwise_correlation",
+    "conditioning_gap", "input_sensitivity", "pairwise_correlation",
     "predicted_clean_latents", "band_log_spectral_distance",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from monai_lpuwf.metrics.frame_scores import score_frames
+from monai_lpuwf.transforms import LoadUWFImage
 
 __all__ = [
     "BASELINE_NAMES",
@@ -67,8 +68,6 @@ def training_mean_intensity(
 ) -> float:
     """Mean intensity (``[-1, 1]`` units, whole frames at their native size) of the ``key`` images of a datalist:
     the constant predictor's value (the training set's mean late-phase intensity)."""
-    from monai_lpuwf.transforms import LoadUWFImage
-
     loader = LoadUWFImage("slo" if key == "slo" else "fa", **dict(load_kwargs or {}))
     paths = [item[key] for item in items if item.get(key)]
     if not paths:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from monai.utils import str2bool
 
+from monai_lpuwf.data import datalist_from_file, datalist_from_folder
+from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss, perceptual_network_name
 from monai_lpuwf.metrics.baselines import (
     TrainingIntensityRecord,
     constant_prediction,
@@ -93,8 +95,6 @@ def optional_lpips(
         FileNotFoundError: LPIPS weights given but the backbone weights are missing (see
             :class:`~monai_lpuwf.losses.perceptual.OfflinePerceptualLoss`).
     """
-    from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss, perceptual_network_name
-
     name = perceptual_network_name(network)
     env = f"MONAI_LPUWF_LPIPS_{name.upper()}_WEIGHTS"
     if lpips_weights_path is None and not os.environ.get(env):
@@ -124,8 +124,6 @@ def constant_baseline(
     if train_dir and train_datalist:
         raise ValueError(f"give either train_dir ({train_dir}) or train_datalist ({train_datalist}), not both.")
     if train_dir or train_datalist:
-        from monai_lpuwf.data import datalist_from_file, datalist_from_folder
-
         if train_dir:
             if not Path(train_dir).is_dir():
                 raise FileNotFoundError(f"train_dir '{train_dir}' does not exist (--train_dir).")

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
+from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss
 from monai_lpuwf.metrics.image_scores import compute_image_scores
 from monai_lpuwf.metrics.lesion import compute_lesion_scores, difference_map
 from monai_lpuwf.metrics.lpips import compute_lpips
-
-if TYPE_CHECKING:  # the loss module imports metrics.weights: no import cycle at run time
-    from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss
 
 __all__ = ["score_frames"]
 

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_lpuwf.metrics.image_scores import to_unit_range
-from monai_lpuwf.metrics.weights import resolve_weights_path
+from monai_lpuwf.weights import resolve_weights_path
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",

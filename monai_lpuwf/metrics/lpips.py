@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:  # the loss module imports metrics.weights: no import cycle at run time
-    from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss
+from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss
 
 __all__ = ["compute_lpips"]
 
