@@ -4,8 +4,8 @@ The paper (arXiv 2409.00726, Table 3) removes each component alone; this runs th
 with several seeds, beside the trivial predictors and a plain supervised translator (MONAI ``BasicUNet``,
 SLO -> late phase, L1 loss) trained on the same data for the same CPU time as one diffusion arm.
 
-Per seed: stage 3 (early phase, Gaussian noise) is trained once; stage 4 (late phase) is trained four times, with and without
-the CTRD term (``alpha`` 0.25 vs 0) and with and without the low-frequency enhanced noise (offset noise 0.1 vs
+Per seed: stage 3 (early phase, Gaussian noise) is trained once; stage 4 (late phase) is trained four times, with and
+without the CTRD term (``alpha`` 0.25 vs 0) and with and without the low-frequency enhanced noise (offset noise 0.1 vs
 Gaussian); each stage-4 model is sampled once and its latents decoded twice, with the gated SLO features and
 without them (``cond=None``: the stage-1 decoder, which is what the paper's "w/o GCE" arm is). The recipe
 otherwise is the one the bundle's quick start uses (``recipe_study.BASE`` overridden by ``--recipe``).
@@ -33,19 +33,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import recipe_study as rs  # noqa: E402
-from monai.networks.nets import BasicUNet  # noqa: E402
-from monai.utils import set_determinism  # noqa: E402
+import recipe_study as rs
+from monai.networks.nets import BasicUNet
+from monai.utils import set_determinism
 
-from monai_lpuwf.inferers import LPUWFSampler  # noqa: E402
-from monai_lpuwf.losses import CTRDLoss  # noqa: E402
-from monai_lpuwf.metrics import (  # noqa: E402
+from monai_lpuwf.inferers import LPUWFSampler
+from monai_lpuwf.losses import CTRDLoss
+from monai_lpuwf.metrics import (
     band_log_spectral_distance,
     mean_intensity,
     radial_power_spectrum,
     score_with_baselines,
 )
-from monai_lpuwf.networks import build_model  # noqa: E402
+from monai_lpuwf.networks import build_model
 
 COMBOS = [(g, c, n) for g in (0, 1) for c in (0, 1) for n in (0, 1)]
 
@@ -186,7 +186,9 @@ def table(work: Path) -> str:
         cells = []
         for _, path in COLUMNS:
             v = np.array([_get(r, path) for r in rows[arm]], float)
-            cells.append("n/a" if np.isnan(v).all() else f"{np.nanmean(v):.2f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.2f}")
+            cells.append(
+                "n/a" if np.isnan(v).all() else f"{np.nanmean(v):.2f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.2f}"
+            )
         lines.append(f"| {arm} | {len(rows[arm])} | " + " | ".join(cells) + " |")
     ref = next((rs_[0] for a, rs_ in rows.items() if a != "BasicUNet"), None)
     if ref:
@@ -195,7 +197,11 @@ def table(work: Path) -> str:
             spec = ref["spectrum_baselines"][name]
             cells = [s.get("psnr"), s.get("psnr_fov"), s.get("psnr_lesion"), s.get("ssim"), s.get("ms_ssim")]
             cells += [spec["low"], spec["mid"], spec["high"]]
-            lines.append(f"| *{name} predictor* | | " + " | ".join("n/a" if c is None or np.isnan(c) else f"{c:.2f}" for c in cells) + " |")
+            lines.append(
+                f"| *{name} predictor* | | "
+                + " | ".join("n/a" if c is None or np.isnan(c) else f"{c:.2f}" for c in cells)
+                + " |"
+            )
     return "\n".join(lines)
 
 

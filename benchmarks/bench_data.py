@@ -41,7 +41,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core (set before numpy / torch load their thread pools)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "uwf-samples"
 

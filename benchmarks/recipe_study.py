@@ -192,7 +192,9 @@ def run_arm(work: Path, arm: str, seed: int, size: int, train: list, val: list, 
     gap = conditioning_gap(model, model.encode_latents(batch["late"], sample=False), batch["slo"], seed=seed)
     preds = {}
     for s in (seed, seed + 100):
-        sampler = LPUWFSampler("ddim", num_inference_steps=cfg["steps"], seed=s, conditioning_scale=cfg["conditioning_scale"])
+        sampler = LPUWFSampler(
+            "ddim", num_inference_steps=cfg["steps"], seed=s, conditioning_scale=cfg["conditioning_scale"]
+        )
         preds[s] = sampler(batch["slo"], model)["pred"]
     pred = preds[seed]
     scores = score_with_baselines(
@@ -217,8 +219,14 @@ def run_arm(work: Path, arm: str, seed: int, size: int, train: list, val: list, 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     torch.save(
-        {"pred": pred, "slo": batch["slo"], "late": batch["late"], "early": batch["early"], "model": model.state_dict(),
-         "config": model.config},
+        {
+            "pred": pred,
+            "slo": batch["slo"],
+            "late": batch["late"],
+            "early": batch["early"],
+            "model": model.state_dict(),
+            "config": model.config,
+        },
         work / "results" / f"{arm}__{seed}.pt",
     )
     return result
@@ -295,11 +303,14 @@ def sampler_sweep(work: Path, size: int, val: list) -> str:
                                       diff_map=batch["ctrd"])["model"]  # fmt: skip
             sens = input_sensitivity(preds[0], batch["late"], other_seed=preds[1])
             rows.append((f.stem, setting, float(sc["psnr"].mean()), float(sc["psnr_fov"].mean()),
-                         float(sc["psnr_lesion"].mean()), sens["cross_input_corr"], sens["same_input_seed_corr"]))  # fmt: skip
+                         float(sc["psnr_lesion"].mean()), sens["cross_input_corr"],
+                         sens["same_input_seed_corr"]))  # fmt: skip
     lines = ["| run | DDIM steps | conditioning scale | PSNR | PSNR fov | PSNR lesion | cross-input | seeds |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for stem, st, *vals in rows:
-        lines.append(f"| {stem} | {st['steps']} | {st['conditioning_scale']} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+        lines.append(
+            f"| {stem} | {st['steps']} | {st['conditioning_scale']} | " + " | ".join(f"{v:.3f}" for v in vals) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import tempfile
 import time
@@ -149,13 +148,19 @@ def run_study(
         rows.append(row)
         if log is not None:
             extra = f" | vs late PSNR {row['psnr_vs_late']:.2f}" if late is not None else ""
-            log(f"{row['sampler']:22s} {row['seconds_per_image']:8.2f} s/image  PSNR {row['psnr_vs_ddpm1000']:6.2f}  "
-                f"MS-SSIM {row['ms_ssim_vs_ddpm1000']:.4f}{extra}")
+            log(
+                f"{row['sampler']:22s} {row['seconds_per_image']:8.2f} s/image  PSNR {row['psnr_vs_ddpm1000']:6.2f}  "
+                f"MS-SSIM {row['ms_ssim_vs_ddpm1000']:.4f}{extra}"
+            )
     return rows
 
 
 def load_images(
-    dataset_dir: str | os.PathLike | None, num_images: int, image_size: Sequence[int], seed: int = 0, sharpen: bool = True
+    dataset_dir: str | os.PathLike | None,
+    num_images: int,
+    image_size: Sequence[int],
+    seed: int = 0,
+    sharpen: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """SLO (and late-phase, where every item has one) images resized to ``image_size`` in [-1, 1].
 
@@ -180,8 +185,10 @@ def load_images(
         xforms = [LoadUWFImaged(keys=keys)]
         if sharpen:
             xforms.append(UnsharpMaskd(keys="slo"))
-        xforms += [Resized(keys=keys, spatial_size=tuple(image_size), mode="bilinear", anti_aliasing=True),
-                   EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False)]
+        xforms += [
+            Resized(keys=keys, spatial_size=tuple(image_size), mode="bilinear", anti_aliasing=True),
+            EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False),
+        ]
         pipeline = Compose(xforms)
         loaded = [pipeline({k: item[k] for k in keys}) for item in items]
     slo = torch.stack([d["slo"] for d in loaded])
@@ -217,19 +224,37 @@ def plot(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "
             ax = axes[r][c]
             for clip, colour in ((False, "tab:blue"), (True, "tab:red"), ("", "tab:green")):
                 for scheduler, marker in styles.items():
-                    pts = [row for row in rows if row["scheduler"] == scheduler and row["clip_sample"] == clip
-                           and not (target == "ddpm1000" and row["sampler"] == REFERENCE.name)]
+                    pts = [
+                        row
+                        for row in rows
+                        if row["scheduler"] == scheduler
+                        and row["clip_sample"] == clip
+                        and not (target == "ddpm1000" and row["sampler"] == REFERENCE.name)
+                    ]
                     if not pts:
                         continue
                     label = f"{scheduler}" + ("" if clip == "" else f" clip={clip}")
-                    ax.plot([p["seconds_per_image"] for p in pts], [p[f"{metric}_vs_{target}"] for p in pts],
-                            marker=marker, color=colour, linestyle="-" if scheduler != "ddpm" else "none", label=label)
+                    ax.plot(
+                        [p["seconds_per_image"] for p in pts],
+                        [p[f"{metric}_vs_{target}"] for p in pts],
+                        marker=marker,
+                        color=colour,
+                        linestyle="-" if scheduler != "ddpm" else "none",
+                        label=label,
+                    )
                     for p in pts:
-                        ax.annotate(str(p["steps"]), (p["seconds_per_image"], p[f"{metric}_vs_{target}"]), fontsize=7,
-                                    textcoords="offset points", xytext=(3, 3))
+                        ax.annotate(
+                            str(p["steps"]),
+                            (p["seconds_per_image"], p[f"{metric}_vs_{target}"]),
+                            fontsize=7,
+                            textcoords="offset points",
+                            xytext=(3, 3),
+                        )
             ax.set_xscale("log")
             ax.set_xlabel("seconds per image")
-            ax.set_ylabel(f"{metric.upper().replace('_', '-')} vs {'DDPM-1000' if target == 'ddpm1000' else 'real late phase'}")
+            ax.set_ylabel(
+                f"{metric.upper().replace('_', '-')} vs {'DDPM-1000' if target == 'ddpm1000' else 'real late phase'}"
+            )
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
     if title:
@@ -277,12 +302,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     slo, late, names = load_images(args.dataset_dir, args.num_images, args.image_size, args.seed, not args.no_sharpen)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{len(names)} images at {args.image_size[0]}x{args.image_size[1]} on {args.device} "
-          f"(torch threads {torch.get_num_threads()}), checkpoint {args.checkpoint}")
+    print(
+        f"{len(names)} images at {args.image_size[0]}x{args.image_size[1]} on {args.device} "
+        f"(torch threads {torch.get_num_threads()}), checkpoint {args.checkpoint}"
+    )
     rows = run_study(model, slo.to(args.device), late, _parse_configs(args.samplers), seed=args.seed)
     csv_path = write_csv(rows, out / "sampler_study.csv")
-    png_path = plot(rows, out / "sampler_study.png",
-                    title=f"{len(names)} images {args.image_size[0]}x{args.image_size[1]}, {args.device}")
+    png_path = plot(
+        rows,
+        out / "sampler_study.png",
+        title=f"{len(names)} images {args.image_size[0]}x{args.image_size[1]}, {args.device}",
+    )
     print(f"wrote {csv_path} and {png_path}")
     return rows
 

@@ -92,7 +92,7 @@ items = datalist_from_folder(DATA)
 splits = {}
 for item in items:
     splits.setdefault(Path(item["slo"]).parent.name, []).append(Path(item["slo"]).name)
-print({k: v for k, v in splits.items()})
+print(dict(splits))
 
 # %% [markdown]
 # ## 2. Or a datalist file
