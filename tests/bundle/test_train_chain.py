@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_model_files_store_the_training_mean_late_intensity(trained_bundle):
 
 
 def test_each_stage_trains_only_its_modules(trained_bundle):
-    for previous, stage in zip(STAGES, STAGES[1:]):
+    for previous, stage in itertools.pairwise(STAGES):
         before, after = _weights(trained_bundle, previous)["model"], _weights(trained_bundle, stage)["model"]
         assert before.keys() == after.keys()
         changed = {k for k in after if not torch.equal(before[k], after[k])}
@@ -121,7 +122,9 @@ def test_model_pt_holds_everything_inference_needs(trained_bundle, bundle):
     saved = _weights(trained_bundle, "late")
     reference = build_model("small", **bundle.TINY_NETWORK)
     assert type(model) is type(reference)
-    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
     assert all(torch.equal(v, saved["model"][k]) for k, v in model.state_dict().items())
     slo = _training_batch(trained_bundle)["slo"][:1]
     with torch.no_grad():
