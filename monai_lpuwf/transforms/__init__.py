@@ -1,27 +1,64 @@
 """UWF transforms: loading, field of view, SLO sharpening, elastix registration, CTRD map and presets."""
 
-from .difference import NORMALIZATIONS, CrossTemporalDifference, CrossTemporalDifferenced
-from .enhance import UnsharpMask, UnsharpMaskd
-from .fov import FieldOfView, FieldOfViewd, flat_box_mask
-from .io import MODALITIES, LoadUWFImage, LoadUWFImaged
+from .difference import (
+    NORMALIZATIONS,
+    CrossTemporalDifference,
+    CrossTemporalDifferenceD,
+    CrossTemporalDifferenced,
+    CrossTemporalDifferenceDict,
+)
+from .enhance import UnsharpMask, UnsharpMaskD, UnsharpMaskd, UnsharpMaskDict
+from .fov import FieldOfView, FieldOfViewD, FieldOfViewd, FieldOfViewDict, flat_box_mask
+from .io import MODALITIES, LoadUWFImage, LoadUWFImageD, LoadUWFImaged, LoadUWFImageDict
+from .output import OUTPUT_DTYPES, QuantizeIntensity, QuantizeIntensityd, output_levels, save_generated
 from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
-from .registration import METRICS, MODES, RegisterElastix, RegisterElastixd, similarity
-from .scale import TRAINING_SCALE_KEY, CheckTrainingScaled, TrainingScaleRecord, training_scale
+from .registration import (
+    METRICS,
+    MODES,
+    RegisterElastix,
+    RegisterElastixD,
+    RegisterElastixd,
+    RegisterElastixDict,
+    similarity,
+)
+from .scale import (
+    TRAINING_SCALE_KEY,
+    CheckTrainingScaleD,
+    CheckTrainingScaled,
+    CheckTrainingScaleDict,
+    TrainingScaleRecord,
+    training_scale,
+)
 
 __all__ = [
     "MODALITIES",
     "LoadUWFImage",
     "LoadUWFImaged",
+    "LoadUWFImageD",
+    "LoadUWFImageDict",
+    "OUTPUT_DTYPES",
+    "QuantizeIntensity",
+    "QuantizeIntensityd",
+    "output_levels",
+    "save_generated",
     "FieldOfView",
     "FieldOfViewd",
+    "FieldOfViewD",
+    "FieldOfViewDict",
     "flat_box_mask",
     "UnsharpMask",
     "UnsharpMaskd",
+    "UnsharpMaskD",
+    "UnsharpMaskDict",
     "CrossTemporalDifference",
     "CrossTemporalDifferenced",
+    "CrossTemporalDifferenceD",
+    "CrossTemporalDifferenceDict",
     "NORMALIZATIONS",
     "RegisterElastix",
     "RegisterElastixd",
+    "RegisterElastixD",
+    "RegisterElastixDict",
     "MODES",
     "METRICS",
     "similarity",
@@ -32,4 +69,6 @@ __all__ = [
     "training_scale",
     "TrainingScaleRecord",
     "CheckTrainingScaled",
+    "CheckTrainingScaleD",
+    "CheckTrainingScaleDict",
 ]

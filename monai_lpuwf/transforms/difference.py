@@ -12,19 +12,25 @@ weigh 1 in every pair, unchanged retina ~0, and the map is zero outside the fiel
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type, convert_to_numpy, look_up_option
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, look_up_option
 from scipy import ndimage as ndi
 
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = ["CrossTemporalDifference", "CrossTemporalDifferenced", "NORMALIZATIONS"]
+__all__ = [
+    "CrossTemporalDifference",
+    "CrossTemporalDifferenced",
+    "CrossTemporalDifferenceD",
+    "CrossTemporalDifferenceDict",
+    "NORMALIZATIONS",
+]
 
 NORMALIZATIONS = ("percentile", "max", "none")
 
@@ -48,6 +54,8 @@ class CrossTemporalDifference(Transform):
     ``__call__(early, late, fov=None)`` with ``(1, H, W)`` images returns ``(1, H, W)`` float32 ``>= 0``, zero outside
     ``fov`` (with ``restrict_to_fov``), of the type of ``early`` (MetaTensor metadata copied from it).
     """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -111,6 +119,8 @@ class CrossTemporalDifferenced(MapTransform):
         kwargs: passed to :class:`CrossTemporalDifference`.
     """
 
+    backend = CrossTemporalDifference.backend
+
     def __init__(
         self,
         early_key: str = UWFKeys.EARLY.value,
@@ -138,3 +148,6 @@ class CrossTemporalDifferenced(MapTransform):
             )
         d[self.output_key] = self.ctrd(d[self.early_key], d[self.late_key], fov)
         return d
+
+
+CrossTemporalDifferenceD = CrossTemporalDifferenceDict = CrossTemporalDifferenced

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type, convert_to_numpy
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage as ndi
 
-__all__ = ["UnsharpMask", "UnsharpMaskd"]
+__all__ = ["UnsharpMask", "UnsharpMaskd", "UnsharpMaskD", "UnsharpMaskDict"]
 
 
 class UnsharpMask(Transform):
@@ -30,6 +30,8 @@ class UnsharpMask(Transform):
 
     Input and output ``(C, H, W)``; type and metadata are kept.
     """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -61,6 +63,8 @@ class UnsharpMask(Transform):
 class UnsharpMaskd(MapTransform):
     """Dictionary version of :class:`UnsharpMask` (typically ``keys="slo"``)."""
 
+    backend = UnsharpMask.backend
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -78,3 +82,6 @@ class UnsharpMaskd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.sharpen(d[key])
         return d
+
+
+UnsharpMaskD = UnsharpMaskDict = UnsharpMaskd

@@ -18,19 +18,19 @@ The retina is then the largest connected component with its holes filled (dark l
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type, convert_to_numpy, look_up_option
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, look_up_option
 from scipy import ndimage as ndi
 
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = ["FieldOfView", "FieldOfViewd", "flat_box_mask"]
+__all__ = ["FieldOfView", "FieldOfViewd", "FieldOfViewD", "FieldOfViewDict", "flat_box_mask"]
 
 
 def _otsu(values: np.ndarray, bins: int = 128) -> float:
@@ -97,6 +97,8 @@ class FieldOfView(Transform):
     Input ``(C, H, W)`` in ``[-1, 1]``; output ``(1, H, W)`` float mask in ``{0, 1}`` of the same type (MetaTensor
     metadata kept).
     """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -181,6 +183,8 @@ class FieldOfViewd(MapTransform):
         kwargs: passed to :class:`FieldOfView`.
     """
 
+    backend = FieldOfView.backend
+
     def __init__(
         self, keys: KeysCollection, mask_key: str = UWFKeys.FOV.value, allow_missing_keys: bool = False, **kwargs
     ) -> None:
@@ -203,3 +207,6 @@ class FieldOfViewd(MapTransform):
             )
         d[self.mask_key] = combined
         return d
+
+
+FieldOfViewD = FieldOfViewDict = FieldOfViewd

@@ -37,19 +37,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from monai.config import KeysCollection, PathLike
 from monai.data import ImageReader, MetaTensor
 from monai.transforms import MapTransform, Resize, Transform
-from monai.utils import ensure_tuple_rep, look_up_option
+from monai.utils import TransformBackends, ensure_tuple_rep, look_up_option
 
 from monai_lpuwf.data.image_io import UWFImageError, load_kwargs_cli, read_uwf_array, stored_value_range
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = ["LoadUWFImage", "LoadUWFImaged", "MODALITIES"]
+__all__ = ["LoadUWFImage", "LoadUWFImaged", "LoadUWFImageD", "LoadUWFImageDict", "MODALITIES"]
 
 MODALITIES = ("slo", "fa")
 _FA_COLOUR = ("auto", "mean", "luminance", "red", "green", "blue")
@@ -119,6 +119,9 @@ class LoadUWFImage(Transform):
         UWFImageError: corrupt file, wrong channel count, constant (empty) image, unknown intensity scale,
             non-finite values, non-numeric pixel type.
     """
+
+    # the file is decoded and converted in numpy (a path in, nothing to run on a device); the output is a MetaTensor
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -238,6 +241,8 @@ class LoadUWFImaged(MapTransform):
         kwargs: passed to :class:`LoadUWFImage` (``reader``, ``value_range``, ``fa_colour``, ...).
     """
 
+    backend = LoadUWFImage.backend
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -284,3 +289,6 @@ class LoadUWFImaged(MapTransform):
                     d[k] = Resize(target, mode="bilinear", anti_aliasing=True)(d[k])
                     d[k].meta["resized_from"] = shapes[k]
         return d
+
+
+LoadUWFImageD = LoadUWFImageDict = LoadUWFImaged

@@ -35,14 +35,21 @@ import json
 import time
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor, PathLike
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type, convert_to_numpy, ensure_tuple, look_up_option, optional_import
+from monai.utils import (
+    TransformBackends,
+    convert_to_dst_type,
+    convert_to_numpy,
+    ensure_tuple,
+    look_up_option,
+    optional_import,
+)
 
 from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms.fov import FieldOfView
@@ -56,7 +63,16 @@ def _itk():
     return itk
 
 
-__all__ = ["RegisterElastix", "RegisterElastixd", "MODES", "METRICS", "REGISTRATION_SETTINGS", "similarity"]
+__all__ = [
+    "RegisterElastix",
+    "RegisterElastixd",
+    "RegisterElastixD",
+    "RegisterElastixDict",
+    "MODES",
+    "METRICS",
+    "REGISTRATION_SETTINGS",
+    "similarity",
+]
 
 MODES = ("translation", "rigid", "similarity", "affine", "rigid+bspline", "affine+bspline", "bspline")
 METRICS = ("auto", "ncc", "mi", "msd")
@@ -192,6 +208,8 @@ class RegisterElastix(Transform):
     the dict also stored in the outputs' ``meta["registration"]``. ``nearest`` lists the indices of ``others``
     resampled with nearest neighbour (masks).
     """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -446,6 +464,8 @@ class RegisterElastixd(MapTransform):
         kwargs: passed to :class:`RegisterElastix` (``mode``, ``metric``, ``settings``, ``resolutions``, ...).
     """
 
+    backend = RegisterElastix.backend
+
     def __init__(
         self,
         fixed_key: str = UWFKeys.EARLY.value,
@@ -508,3 +528,6 @@ class RegisterElastixd(MapTransform):
         d[self.moving_key] = moved
         d.update(zip(others, moved_others))
         return d
+
+
+RegisterElastixD = RegisterElastixDict = RegisterElastixd

@@ -16,17 +16,24 @@ import math
 import os
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from monai.utils import ensure_tuple_rep
+from monai.utils import TransformBackends, ensure_tuple_rep
 
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = ["TRAINING_SCALE_KEY", "training_scale", "TrainingScaleRecord", "CheckTrainingScaled"]
+__all__ = [
+    "TRAINING_SCALE_KEY",
+    "training_scale",
+    "TrainingScaleRecord",
+    "CheckTrainingScaled",
+    "CheckTrainingScaleD",
+    "CheckTrainingScaleDict",
+]
 
 TRAINING_SCALE_KEY = "training_scale"  # the model file's entry written by TrainingScaleRecord
 MAX_COLOUR_IMAGES = 32  # frames loaded for the colour statistics (spread evenly over the list)
@@ -39,7 +46,7 @@ def _frame_size(path: str, load_kwargs: Mapping[str, Any]) -> tuple[int, int]:
 
         with Image.open(path) as im:
             return int(im.size[1]), int(im.size[0])
-    except Exception:
+    except (ImportError, OSError, ValueError):  # not a format PIL reads (e.g. DICOM, NIfTI)
         from monai_lpuwf.transforms.io import LoadUWFImage
 
         return tuple(int(s) for s in LoadUWFImage(UWFKeys.SLO.value, **dict(load_kwargs))(path).shape[-2:])
@@ -166,6 +173,8 @@ class CheckTrainingScaled(MapTransform):
         allow_missing_keys: skip absent keys.
     """
 
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
     def __init__(
         self,
         keys: KeysCollection = UWFKeys.SLO.value,
@@ -219,5 +228,9 @@ class CheckTrainingScaled(MapTransform):
             if found:
                 meta = getattr(image, "meta", {}) or {}
                 name = meta.get("filename_or_obj", key)
-                warnings.warn(f"input '{name}' is far from the model's training data: " + "; ".join(found) + ".")
+                message = f"input '{name}' is far from the model's training data: " + "; ".join(found) + "."
+                warnings.warn(message, stacklevel=2)
         return d
+
+
+CheckTrainingScaleD = CheckTrainingScaleDict = CheckTrainingScaled
