@@ -31,6 +31,7 @@ Run (random weights: the cost does not depend on the values)::
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import math
 import os
@@ -40,10 +41,10 @@ import time
 if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
 
-import torch  # noqa: E402
+import torch
 
-from monai_lpuwf.inferers import LPUWFSampler, decode_tiled, denoise_tiled  # noqa: E402
-from monai_lpuwf.networks import build_model  # noqa: E402
+from monai_lpuwf.inferers import LPUWFSampler, decode_tiled, denoise_tiled
+from monai_lpuwf.networks import build_model
 
 SIZES = ("640x512", "1280x1024", "1920x1600", "4000x3200")
 
@@ -111,14 +112,14 @@ def main() -> None:
         t = torch.full((1,), 500, dtype=torch.long, device=device)
         megapixels = width * height / 1e6
         row = {"size": f"{width} x {height}", "mpx": megapixels}
-        calls = {
+        calls = {  # the calls bind this frame's tensors now (no late binding to the loop variables)
             "decode": (
-                lambda: decode_tiled(model, z, slo, sampler.decode_tile, sampler.decode_overlap),
-                lambda: model.decode_latents(z, slo),
+                functools.partial(decode_tiled, model, z, slo, sampler.decode_tile, sampler.decode_overlap),
+                functools.partial(model.decode_latents, z, slo),
             ),
             "step": (
-                lambda: denoise_tiled(model, z, t, slo, sampler.denoise_tile, sampler.denoise_overlap),
-                lambda: model.denoise(z, t, slo),
+                functools.partial(denoise_tiled, model, z, t, slo, sampler.denoise_tile, sampler.denoise_overlap),
+                functools.partial(model.denoise, z, t, slo),
             ),
         }
         for name, (tiled, whole) in calls.items():
@@ -147,8 +148,10 @@ def main() -> None:
         return f"{value[0]:.2f}" + (f" ({value[0] / per:.2f}/Mpx)" if per else "")
 
     print()
-    print("| frame | decode tiled s | decode whole s | whole/tiled | step tiled s | step whole s | whole/tiled "
-          "| peak MB tiled decode / step | peak MB whole decode / step | estimate MB |")
+    print(
+        "| frame | decode tiled s | decode whole s | whole/tiled | step tiled s | step whole s | whole/tiled "
+        "| peak MB tiled decode / step | peak MB whole decode / step | estimate MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratios = []
