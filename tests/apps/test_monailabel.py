@@ -32,8 +32,7 @@ requests = pytest.importorskip("requests", reason="requests (a monailabel depend
 from PIL import Image  # noqa: E402
 from requests_toolbelt.multipart import decoder  # noqa: E402
 
-from monai_lpuwf.data import render_phantom  # noqa: E402
-from monai_lpuwf.data import save_uwf_image  # noqa: E402
+from monai_lpuwf.data import render_phantom, save_uwf_image  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel"
 MODEL = "lpuwf_late_fa"
@@ -84,7 +83,7 @@ def server(demo_model_file, slo_file, tmp_path_factory):
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # the launcher runs the `python` on PATH
         "OMP_NUM_THREADS": "2",
         "MONAI_LABEL_SESSION_PATH": str(work / "sessions"),
-        **{k: closed for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY")},
+        **dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"), closed),
         "NO_PROXY": "",
         "no_proxy": "",
     }
@@ -93,8 +92,8 @@ def server(demo_model_file, slo_file, tmp_path_factory):
         "--conf", "model", str(demo_model_file), "--conf", "steps", "1",
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(work / "server.log", "w") as log:  # the server writes to its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     log_tail = lambda: (work / "server.log").read_text()[-4000:]  # noqa: E731
     try:
@@ -119,7 +118,6 @@ def server(demo_model_file, slo_file, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
-        log.close()
 
 
 def grey_image(data: bytes) -> np.ndarray:

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.data import generate_phantoms, save_uwf_image
 from monai_lpuwf.data.registration_cache import RegistrationCache, register_datalist
 from monai_lpuwf.transforms import LoadUWFImage, RegisterElastix, uwf_train_transforms
-from monai_lpuwf.data import save_uwf_image
 
 FAST = {"resolutions": 3, "iterations": 150, "spatial_samples": 2048, "threads": 1}
 
