@@ -51,6 +51,7 @@ import torch
 from monai.utils import optional_import
 from torch import nn
 
+from monai_lpuwf.engines import load_model
 from monai_lpuwf.networks import LPUWFModel
 
 onnx, has_onnx = optional_import("onnx")
@@ -304,8 +305,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--onnx", action="store_true", help="also write ONNX files (needs the onnx package)")
     args = parser.parse_args(argv)
-    from monai_lpuwf.engines import load_model
-
     model = load_model(args.checkpoint)
     paths: dict[str, Any] = {"torchscript": export_torchscript(model, args.output_dir, args.size, args.batch_size)}
     if args.onnx:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from monai_lpuwf.inference_io import load_generation_model
+from monai_lpuwf.generation import load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFSampler
 from monai_lpuwf.threads import set_default_threads
 from monai_lpuwf.transforms import UnsharpMask
@@ -43,7 +43,7 @@ class LPUWFGenerateOperator(Operator):
     """Run :class:`monai_lpuwf.inferers.LPUWFSampler` on each SLO with the bundle model.
 
     The model is the bundle's ``models/model.pt`` (``{"model": state_dict, "config": LPUWFModel.config}``), rebuilt
-    in Python with :func:`monai_lpuwf.inference_io.load_generation_model` (as the bundle's ``inference.json``
+    in Python with :func:`monai_lpuwf.generation.load_generation_model` (as the bundle's ``inference.json``
     does): the networks are not TorchScript-able, so the SDK's ``MonaiBundleInferenceOperator`` (which wants
     ``model.ts``) is not used.
 

@@ -7,7 +7,7 @@ a :class:`~monailabel.tasks.infer.basic_infer.BasicInferTask` whose
   load the SLO as (3, H, W) in [-1, 1], unsharp-mask it);
 * inferer is :class:`monai_lpuwf.inferers.LPUWFInferer` (the sampler pads to the model's size divisor and crops
   back, so the output has the SLO's H x W);
-* network is the bundle's ``model.pt`` rebuilt by :func:`monai_lpuwf.inference_io.load_generation_model`;
+* network is the bundle's ``model.pt`` rebuilt by :func:`monai_lpuwf.generation.load_generation_model`;
 * writer writes the generated FA as a grey image file (PNG by default), which the ``/infer`` endpoint returns, and,
   with ``uncertainty`` requested, puts the per-pixel standard deviation map into the result JSON as a base64 PNG.
 """
@@ -31,7 +31,7 @@ from monai.transforms import CopyItemsd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.utils.others.generic import strtobool
 
-from monai_lpuwf.inference_io import load_generation_model
+from monai_lpuwf.generation import load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS, LPUWFInferer
 from monai_lpuwf.data import UWFImageError, save_uwf_image
 from monai_lpuwf.transforms import uwf_inference_transforms

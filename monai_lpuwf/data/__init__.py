@@ -1,5 +1,7 @@
-"""UWF image files (readers and writers), triplet datalists, synthetic UWF phantoms and the registration cache."""
+"""UWF image files (readers and writers), triplet datalists, synthetic UWF phantoms, the registration cache and
+the size-grouped batch sampler."""
 
+from .batch_sampler import SizeGroupedBatchSampler
 from .datalists import (
     IMAGE_SUFFIXES,
     DataSourceError,
@@ -30,4 +32,5 @@ __all__ = [
     "render_phantom",
     "RegistrationCache",
     "register_datalist",
+    "SizeGroupedBatchSampler",
 ]

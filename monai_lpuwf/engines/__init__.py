@@ -10,9 +10,7 @@ from .checkpoint import (
     load_model,
     load_stage_weights,
 )
-from .data_sources import bundle_datalists, inference_datalist, phantom_folder
 from .determinism import DeterministicSeedHandler, derive_seed
-from .diagnostics import ConditioningGapHandler
 from .image_grid import ImageGridHandler, make_image_grid
 from .prepare_batch import PREDICTION_TYPES, AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
 from .progress import TrainingProgressBar
@@ -38,7 +36,6 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AutoencoderGanTrainer",
     "AutoencoderPrepareBatch",
-    "ConditioningGapHandler",
     "DeterministicSeedHandler",
     "ImageGridHandler",
     "KeyedPrepareBatch",
@@ -62,9 +59,6 @@ __all__ = [
     "loss_terms",
     "make_image_grid",
     "ms_ssim_min_size",
-    "bundle_datalists",
-    "inference_datalist",
-    "phantom_folder",
     "set_trainable",
     "trainable_parameters",
     "unit_range_pairs",

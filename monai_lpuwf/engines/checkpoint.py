@@ -14,6 +14,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 from monai_lpuwf.atomic_write import default_file_mode
+from monai_lpuwf.networks import LPUWFModel
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -288,8 +289,6 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         ValueError: the file has no ``config`` entry (e.g. a bare state dict: build the model with
             :func:`monai_lpuwf.networks.build_model` and use :func:`load_stage_weights` instead).
     """
-    from monai_lpuwf.networks import LPUWFModel
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(

@@ -1,4 +1,5 @@
-"""Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports.
+"""Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports,
+and the Ignite handlers that compute them during a run (``GenerationEvaluationHandler``, ``ConditioningGapHandler``).
 
 All scores are computed on ``[0, 1]`` intensities from images in ``[-1, 1]``. Pretrained networks (FID
 Inception-v3, LPIPS AlexNet/VGG16) are loaded only from local files; nothing is downloaded.
@@ -7,6 +8,7 @@ Inception-v3, LPIPS AlexNet/VGG16) are loaded only from local files; nothing is 
 from __future__ import annotations
 
 from monai_lpuwf.metrics.baselines import BASELINE_NAMES, constant_prediction, mean_intensity, score_with_baselines
+from monai_lpuwf.metrics.diagnostics import ConditioningGapHandler
 from monai_lpuwf.metrics.evaluation import (
     GenerationEvaluationHandler,
     fid_extractor,
@@ -68,6 +70,6 @@ __all__ = [
     "difference_map", "lesion_mask", "compute_lpips", "GRID_COLUMNS", "EvaluationReport", "atomic_write_bytes",
     "figure_grid", "save_figure", "scores_to_records", "summarize_records", "write_scores_csv",
     "write_summary_json", "log_spectral_distance", "plot_power_spectra", "radial_power_spectrum",
-    "conditioning_gap", "input_sensitivity", "pairwise_correlation",
+    "conditioning_gap", "ConditioningGapHandler", "input_sensitivity", "pairwise_correlation",
     "predicted_clean_latents", "band_log_spectral_distance",
 ]  # fmt: skip

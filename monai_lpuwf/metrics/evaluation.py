@@ -172,7 +172,7 @@ class GenerationEvaluationHandler:
         id_root: image ids are the SLO paths relative to this folder, without extension.
         protected: input files the report must never overwrite.
         settings: run settings recorded in ``summary.json`` (sampler, steps, model file...).
-        scored: what is scored (:func:`~monai_lpuwf.engines.data_sources.evaluation_datalist`'s description),
+        scored: what is scored (:func:`~monai_lpuwf.bundle_support.evaluation_datalist`'s description),
             recorded in ``summary.json`` next to the list of image ids.
         constant_source: where ``constant_value`` comes from (:func:`constant_baseline`), recorded likewise.
         generated_dir: folder of the generated images, named in the final log line.

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from monai_lpuwf.data import generate_phantoms
-from monai_lpuwf.inference_io import InferenceInputError
+from monai_lpuwf.generation import InferenceInputError
 from monai_lpuwf.inferers import LPUWFSampler
 from monai_lpuwf.transforms import LoadUWFImage, uwf_inference_transforms
 

@@ -1,4 +1,5 @@
-"""Pieces of :mod:`monai_lpuwf.inference_io` used by the inference and evaluation configs."""
+"""Pieces of a generation run used by the inference and evaluation configs: :mod:`monai_lpuwf.generation.inputs`,
+:class:`~monai_lpuwf.data.SizeGroupedBatchSampler`, :mod:`monai_lpuwf.transforms.output`."""
 
 from __future__ import annotations
 
@@ -9,19 +10,9 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from monai_lpuwf.data import generate_phantoms
-from monai_lpuwf import inference_io
-from monai_lpuwf.inference_io import (
-    InferenceInputError,
-    InferenceInputs,
-    QuantizeIntensity,
-    SizeGroupedBatchSampler,
-    brief_input_errors,
-    input_error,
-    save_generated,
-)
-from monai_lpuwf.data import UWFImageError, save_uwf_image
-from monai_lpuwf.transforms import LoadUWFImage
+from monai_lpuwf.data import SizeGroupedBatchSampler, UWFImageError, generate_phantoms, save_uwf_image
+from monai_lpuwf.generation import InferenceInputError, InferenceInputs, brief_input_errors, input_error, inputs
+from monai_lpuwf.transforms import LoadUWFImage, QuantizeIntensity, save_generated
 
 
 def test_quantize_matches_the_data_layer_writer(tmp_path):
@@ -125,7 +116,7 @@ def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypat
     previous = lambda *args: calls.append(args)  # noqa: E731
     # both restored after the test (an earlier in-process bundle run may have installed the hook)
     monkeypatch.setattr(sys, "excepthook", previous)
-    monkeypatch.setattr(inference_io._brief_excepthook, "previous", sys.__excepthook__, raising=False)
+    monkeypatch.setattr(inputs._brief_excepthook, "previous", sys.__excepthook__, raising=False)
     brief_input_errors(False)
     brief_input_errors("false")  # installed once
     assert sys.excepthook is not previous
@@ -152,7 +143,7 @@ def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypat
 def test_data_source_errors_are_input_errors(tmp_path):
     """Two sources at once, or a source without a usable item, end the command in one line like a bad file."""
     from monai_lpuwf.data import DataSourceError
-    from monai_lpuwf.engines.data_sources import inference_datalist
+    from monai_lpuwf.bundle_support import inference_datalist
 
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(DataSourceError, match="either --input_dir") as info:

@@ -28,8 +28,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from monai_lpuwf.inference_io import InferenceInputError, InferenceInputs
 from monai_lpuwf.data import UWFImageError, save_uwf_image
+from monai_lpuwf.generation import InferenceInputError, InferenceInputs
 from monai_lpuwf.transforms import LoadUWFImage, LoadUWFImaged
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # readers warn about broken files: the outcome is what counts

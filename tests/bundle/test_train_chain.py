@@ -74,7 +74,7 @@ def test_model_files_store_the_training_mean_late_intensity(trained_bundle):
     """The constant-image baseline of an evaluation reads it from model.pt: the mean of the training split's late
     phases (whole frames in [-1, 1], as LoadUWFImage reads them), not of the held-out phantoms."""
     folder = next((trained_bundle / "work" / "data").glob("phantoms_*"))
-    from monai_lpuwf.engines import bundle_datalists
+    from monai_lpuwf.bundle_support import bundle_datalists
     from monai_lpuwf.transforms import LoadUWFImage
 
     lists = bundle_datalists(dataset_dir=folder)

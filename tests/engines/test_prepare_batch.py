@@ -7,7 +7,8 @@ import torch
 from monai.engines.utils import VPredictionPrepareBatch
 from monai.networks.schedulers import DDPMScheduler
 
-from monai_lpuwf.engines import ConditioningGapHandler, LatentDiffusionPrepareBatch
+from monai_lpuwf.engines import LatentDiffusionPrepareBatch
+from monai_lpuwf.metrics import ConditioningGapHandler
 
 
 def _prepare(kind, scheduler):

@@ -1,19 +1,15 @@
-"""Inputs and outputs of a generation run (``bundle/configs/inference.json``, ``evaluate.json``).
+"""The input frames of a generation run (``bundle/configs/inference.json``, ``evaluate.json``), checked first.
 
 * :class:`InferenceInputs`: every input frame is opened once before any generation, so that a grey SLO, an
   unreadable file, a frame below the minimum size or a triplet whose frames differ in size is reported with its
   file name and the fix, and the run goes on with the other frames (or stops at once, ``on_bad_input="raise"``).
-  It also groups the frames into batches of equal size and keys (:meth:`InferenceInputs.batch_sampler`), so
-  whole native frames of different sizes can share a run with ``batch_size > 1``, and refuses an output folder
-  where an output would overwrite an input (:meth:`InferenceInputs.check_outputs`). Files in the output folder
-  named like outputs (``*_late.png``: an earlier run's outputs, e.g. with ``output_dir == input_dir``) are never
-  taken for inputs.
+  It also groups the frames into batches of equal size and keys (:meth:`InferenceInputs.batch_sampler`, a
+  :class:`~monai_lpuwf.data.SizeGroupedBatchSampler`), so whole native frames of different sizes can share a run
+  with ``batch_size > 1``, and refuses an output folder where an output would overwrite an input
+  (:meth:`InferenceInputs.check_outputs`). Files in the output folder named like outputs (``*_late.png``: an
+  earlier run's outputs, e.g. with ``output_dir == input_dir``) are never taken for inputs.
 * :func:`brief_input_errors`: on the command line, a bad input ends the command with its message (one line per bad
   file: the file, the cause and the fix) and exit status 1, without a traceback unless ``--debug True``.
-* :func:`load_generation_model`: the trained model from a bundle ``model.pt``, optionally checked against a preset.
-* :class:`QuantizeIntensityd` and :func:`save_generated`: images written with MONAI's
-  :class:`~monai.transforms.SaveImaged` in the orientation and size of the input (rows first, as
-  :class:`~monai_lpuwf.transforms.LoadUWFImage` reads them back), rounded (not truncated) to the output dtype.
 """
 
 from __future__ import annotations
@@ -21,51 +17,23 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.data import FolderLayout
-from monai.transforms import (
-    CastToTyped,
-    Compose,
-    CopyItemsd,
-    DeleteItemsd,
-    MapTransform,
-    SaveImaged,
-    ScaleIntensityRanged,
-    Transform,
-    Transposed,
-)
-from monai.utils import ensure_tuple, look_up_option
-from torch import nn
-from torch.utils.data import Sampler
+from monai.utils import ensure_tuple, look_up_option, str2bool
 
+from monai_lpuwf.data import DataSourceError, IncompleteTripletError, SizeGroupedBatchSampler, UWFImageError
 from monai_lpuwf.keys import UWFKeys
+from monai_lpuwf.transforms import LoadUWFImage
 
-__all__ = [
-    "BAD_INPUT_POLICIES",
-    "OUTPUT_DTYPES",
-    "InferenceInputError",
-    "InferenceInputs",
-    "brief_input_errors",
-    "input_error",
-    "SizeGroupedBatchSampler",
-    "QuantizeIntensity",
-    "QuantizeIntensityd",
-    "load_generation_model",
-    "output_levels",
-    "save_generated",
-]
+__all__ = ["BAD_INPUT_POLICIES", "InferenceInputError", "InferenceInputs", "brief_input_errors", "input_error"]
 
 logger = logging.getLogger(__name__)
 
 BAD_INPUT_POLICIES = ("skip", "raise")
-OUTPUT_DTYPES = ("uint8", "uint16", "float32")
-_NIFTI_EXTS = (".nii", ".nii.gz")
 
 
 class InferenceInputError(ValueError):
@@ -80,9 +48,6 @@ def input_error(error: BaseException | None) -> BaseException | None:
     (:class:`~monai_lpuwf.data.IncompleteTripletError`), an unusable data source
     (:class:`~monai_lpuwf.data.DataSourceError`), a missing file or folder, an output that exists already.
     ``None`` when there is none (a bug, not a bad input)."""
-    from monai_lpuwf.data.datalists import DataSourceError, IncompleteTripletError
-    from monai_lpuwf.data.image_io import UWFImageError
-
     kinds = (InferenceInputError, UWFImageError, IncompleteTripletError, DataSourceError, FileNotFoundError,
              FileExistsError)  # fmt: skip
     seen = set()
@@ -113,8 +78,6 @@ def brief_input_errors(debug: bool | str = False) -> None:
     Args:
         debug: ``True`` (``--debug True``): full tracebacks, the hook is removed.
     """
-    from monai.utils import str2bool
-
     installed = sys.excepthook is _brief_excepthook
     if str2bool(debug) if isinstance(debug, str) else bool(debug):
         if installed:
@@ -142,35 +105,6 @@ def _is_earlier_output(
     return any(name.endswith(f"_{postfix}{ext}".lower()) for postfix in ensure_tuple(postfixes) if str(postfix))
 
 
-class SizeGroupedBatchSampler(Sampler):
-    """Batches of indices whose items share a group (spatial size and keys present), in first-seen order.
-
-    A batch never mixes groups, so frames of different native sizes (853 x 682 and 640 x 512) or items with and
-    without an early phase are never collated together.
-
-    Args:
-        groups: one hashable group label per item.
-        batch_size: largest batch.
-    """
-
-    def __init__(self, groups: Sequence[Hashable], batch_size: int) -> None:
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.batch_size = int(batch_size)
-        order: dict[Hashable, list[int]] = {}
-        for i, g in enumerate(groups):
-            order.setdefault(g, []).append(i)
-        self.batches = [
-            idx[s : s + self.batch_size] for idx in order.values() for s in range(0, len(idx), self.batch_size)
-        ]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter([list(b) for b in self.batches])
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 class InferenceInputs:
     """The checked input items of a generation run.
 
@@ -180,7 +114,7 @@ class InferenceInputs:
     ``min_size`` on a side. Failures are logged (ERROR) as they are found.
 
     Args:
-        items: datalist items (dicts of file paths), e.g. from :func:`monai_lpuwf.engines.inference_datalist`.
+        items: datalist items (dicts of file paths), e.g. from :func:`monai_lpuwf.bundle_support.inference_datalist`.
         keys: keys every item needs (``("slo",)`` for inference, ``("slo", "late")`` for evaluation).
         optional_keys: keys loaded and checked where present (``("early",)``).
         min_size: smallest accepted SLO side in pixels.
@@ -220,8 +154,6 @@ class InferenceInputs:
         output_postfixes: str | Sequence[str] = (),
         output_ext: str | None = None,
     ) -> None:
-        from monai_lpuwf.transforms import LoadUWFImage
-
         self.keys = tuple(str(k) for k in ensure_tuple(keys))
         self.optional_keys = tuple(str(k) for k in ensure_tuple(optional_keys) if str(k) not in self.keys)
         self.min_size = int(min_size)
@@ -371,163 +303,3 @@ class InferenceInputs:
                 "files above and run again for them."
             )
         logger.info("generated for all %d input item(s).", len(self.items))
-
-
-def load_generation_model(
-    path: str | os.PathLike,
-    preset: str | None = None,
-    network_overrides: Mapping[str, Any] | None = None,
-    map_location: str | torch.device = "cpu",
-) -> nn.Module:
-    """The trained :class:`~monai_lpuwf.networks.LPUWFModel` for generation, in eval mode.
-
-    Args:
-        path: a bundle model file (``models/model.pt``, written by ``train_late.json``), which carries its
-            architecture; a bare state dict needs ``preset``.
-        preset: when given (``"small"``, ``"paper"``), the file must have been trained with this preset and
-            ``network_overrides``; a file made for another architecture is refused with the differences listed.
-        network_overrides: see :func:`monai_lpuwf.networks.build_model`.
-        map_location: passed to :func:`torch.load`.
-
-    Raises:
-        FileNotFoundError: no such file.
-        InferenceInputError: (a ``ValueError``) the file holds another architecture, or no architecture and no
-            ``preset``.
-        RuntimeError: the weights do not match the architecture stored beside them.
-    """
-    from monai_lpuwf.engines import load_model, load_stage_weights
-    from monai_lpuwf.networks import build_model
-
-    if preset:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"model file '{path}' does not exist; train the bundle first or pass --model_path.")
-        model = build_model(preset, **dict(network_overrides or {}))
-        try:
-            load_stage_weights(model, path, stage="generation", previous_stage="train_late.json (stage 4)",
-                               map_location=map_location)  # fmt: skip
-        except ValueError as err:
-            raise InferenceInputError(str(err)) from err
-    else:
-        try:
-            model = load_model(path, map_location=map_location)
-        except ValueError as err:
-            raise InferenceInputError(
-                f"{err} In the bundle: pass --preset NAME (and --network_overrides) instead."
-            ) from err
-        except RuntimeError as err:  # a config that does not match the weights stored beside it
-            raise RuntimeError(
-                f"the weights in '{path}' do not match the architecture stored in the same file ({err}); the file "
-                "was edited or assembled by hand. Use the model.pt written by train_late.json."
-            ) from err
-    return model.eval()
-
-
-def output_levels(dtype: str) -> float | None:
-    """Largest stored value of an output dtype (255, 65535), ``None`` for ``"float32"`` (``[0, 1]`` values)."""
-    dtype = look_up_option(str(dtype), OUTPUT_DTYPES)
-    return float(np.iinfo(dtype).max) if dtype != "float32" else None
-
-
-class QuantizeIntensity(Transform):
-    """Round intensities to the levels an integer image file can hold, in the image's own range.
-
-    ``x`` in ``value_range`` -> ``low + round((x - low) / (high - low) * levels) / levels * (high - low)``,
-    clipped to ``value_range``: the values a ``levels + 1``-level file written from ``x`` holds (rounded to the
-    nearest level, as :func:`~monai_lpuwf.data.save_uwf_image` does). Scoring quantized predictions gives
-    the scores of the written files.
-
-    Args:
-        levels: 255 (8 bit), 65535 (16 bit); ``None`` only clips.
-        value_range: ``(low, high)`` of the input.
-    """
-
-    def __init__(self, levels: float | None = 255, value_range: Sequence[float] = (-1.0, 1.0)) -> None:
-        self.levels = None if levels is None else float(levels)
-        self.low, self.high = float(value_range[0]), float(value_range[1])
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        x = img.clamp(self.low, self.high)
-        if self.levels is None:
-            return x
-        unit = (x - self.low) / (self.high - self.low)
-        return torch.round(unit * self.levels) / self.levels * (self.high - self.low) + self.low
-
-
-class QuantizeIntensityd(MapTransform):
-    """Dictionary version of :class:`QuantizeIntensity`."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        levels: float | None = 255,
-        value_range: Sequence[float] = (-1.0, 1.0),
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.quantize = QuantizeIntensity(levels, value_range)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.quantize(d[key])
-        return d
-
-
-def save_generated(
-    key: str,
-    output_dir: str | os.PathLike,
-    output_postfix: str = "late",
-    output_ext: str = ".png",
-    output_dtype: str = "uint8",
-    data_root_dir: str | os.PathLike = "",
-    value_range: Sequence[float] = (-1.0, 1.0),
-) -> Compose:
-    """Dictionary transforms writing ``data[key]`` ((1, H, W) rows first) with :class:`monai.transforms.SaveImaged`.
-
-    The image is mapped from ``value_range`` to ``[0, 1]`` (``float32``) or rounded to ``0..255`` (``uint8``) /
-    ``0..65535`` (``uint16``), written as ``<output_dir>/<sub-folder of the SLO under data_root_dir>/
-    <SLO name>_<output_postfix><output_ext>`` in the orientation of the input picture (PNG/TIFF/BMP through PIL
-    without MONAI's default row/column swap; NIfTI with ``(x, y)`` = (columns, rows), as
-    :class:`~monai_lpuwf.transforms.LoadUWFImage` expects), so that loading the output gives a frame of the input's
-    size and orientation. ``data[key]`` itself is left unchanged.
-
-    Args:
-        key: key of the image to write (``"pred"``, ``"pred_std"``).
-        output_dir: output folder.
-        output_postfix: name postfix.
-        output_ext: ``".png"`` (default), ``".tif"``, ``".nii.gz"``, ...
-        output_dtype: ``"uint8"``, ``"uint16"`` or ``"float32"`` (``[0, 1]`` values; e.g. for NIfTI).
-        data_root_dir: see :class:`~monai.transforms.SaveImaged` (sub-folders of inputs are mirrored).
-        value_range: intensity range of ``data[key]``.
-    """
-    levels = output_levels(output_dtype)
-    tmp = f"_{key}_to_save"
-    xforms: list = [
-        CopyItemsd(keys=key, names=tmp),
-        ScaleIntensityRanged(
-            tmp, a_min=value_range[0], a_max=value_range[1], b_min=0.0, b_max=levels or 1.0, clip=True
-        ),
-    ]
-    if levels is not None:
-        xforms.append(QuantizeIntensityd(tmp, levels=levels, value_range=(0.0, levels)))
-    xforms.append(CastToTyped(tmp, dtype=np.dtype(output_dtype)))
-    nifti = str(output_ext).lower() in _NIFTI_EXTS
-    if nifti:
-        xforms.append(Transposed(tmp, indices=(0, 2, 1)))  # (1, H, W) -> (1, W, H): NIfTI x = columns
-    saver = SaveImaged(
-        keys=tmp,
-        output_dir=str(output_dir),
-        output_postfix=output_postfix,
-        output_ext=output_ext,
-        output_dtype=np.dtype(output_dtype),
-        resample=False,
-        scale=None,
-        separate_folder=False,
-        data_root_dir=str(data_root_dir or ""),
-        squeeze_end_dims=not nifti,  # MONAI 1.6 cannot write a squeezed 2D NIfTI with resample=False: (x, y, 1, 1)
-        print_log=False,
-    )
-    if not nifti:
-        saver.set_options(write_kwargs={"reverse_indexing": False})  # PIL: the array is already (rows, columns)
-    xforms += [saver, DeleteItemsd(keys=tmp)]
-    return Compose(xforms)

@@ -1,4 +1,5 @@
-"""Training diagnostics: is the diffusion model using its SLO?
+"""Training diagnostics: is the diffusion model using its SLO? (an Ignite handler, like
+:class:`~monai_lpuwf.metrics.GenerationEvaluationHandler`)
 
 :class:`ConditioningGapHandler` measures :func:`monai_lpuwf.metrics.conditioning_gap` on a fixed batch of the
 validation data at the end of each validation run and puts it in the evaluator's metrics

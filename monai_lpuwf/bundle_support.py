@@ -1,4 +1,9 @@
-"""Where a bundle run gets its triplets: synthetic phantoms by default, a folder, or a datalist file."""
+"""Bundle glue: where a bundle run gets its triplets (synthetic phantoms by default, a folder, or a datalist file).
+
+Called from the bundle configs (``common.json``: :func:`bundle_datalists`, ``inference.json``:
+:func:`inference_datalist`, ``evaluate.json``: :func:`evaluation_datalist`); the top layer of the package, which
+nothing inside the package imports.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_lpuwf.data.datalists import DataSourceError
+from monai.utils import look_up_option
+
+from monai_lpuwf.data import (
+    DataSourceError,
+    datalist_from_file,
+    datalist_from_folder,
+    generate_phantoms,
+    split_datalist,
+)
 
 __all__ = ["bundle_datalists", "evaluation_datalist", "inference_datalist", "phantom_folder"]
 
@@ -25,8 +38,6 @@ def phantom_folder(work_dir: str | os.PathLike, num: int = 8, size: Sequence[int
     Generated with :func:`monai_lpuwf.data.generate_phantoms` on first use (into a temporary folder renamed into
     place, so concurrent or interrupted runs never see half a set) and reused afterwards.
     """
-    from monai_lpuwf.data import generate_phantoms
-
     size = tuple(int(s) for s in size)
     folder = Path(work_dir) / "data" / f"phantoms_{num}_{size[0]}x{size[1]}_{seed}"
     if (folder / _DONE_MARKER).is_file():
@@ -104,8 +115,6 @@ def bundle_datalists(
     Raises:
         ValueError: both sources given, or a source with no complete triplet (naming the folder or file).
     """
-    from monai_lpuwf.data import datalist_from_file, datalist_from_folder, split_datalist
-
     if dataset_dir and datalist:
         raise DataSourceError(f"give either --dataset_dir ({dataset_dir}) or --datalist ({datalist}), not both.")
     need = {"require_late": require_late, "require_early": require_early}
@@ -183,10 +192,6 @@ def evaluation_datalist(
     Raises:
         ValueError: an unknown ``split`` or a source without any complete (slo, late) pair, naming it.
     """
-    from monai.utils import look_up_option
-
-    from monai_lpuwf.data import datalist_from_file, datalist_from_folder
-
     if dataset_dir and datalist:
         raise DataSourceError(f"give either --dataset_dir ({dataset_dir}) or --datalist ({datalist}), not both.")
     if split is not None and str(split).lower() not in ("", "none", "all"):
@@ -250,14 +255,15 @@ def inference_datalist(
     Raises:
         ValueError: no SLO image found, naming the source.
     """
-    from monai_lpuwf.data import datalist_from_file, datalist_from_folder
-
     if input_dir and datalist:
         raise DataSourceError(f"give either --input_dir ({input_dir}) or --datalist ({datalist}), not both.")
     if input_dir:
         if not Path(input_dir).is_dir():
             raise FileNotFoundError(f"input_dir '{input_dir}' does not exist (--input_dir).")
-        items, source = datalist_from_folder(input_dir, require_late=False, require_early=False), f"folder '{input_dir}'"
+        items, source = (
+            datalist_from_folder(input_dir, require_late=False, require_early=False),
+            f"folder '{input_dir}'",
+        )
     elif datalist:
         if not Path(datalist).is_file():
             raise FileNotFoundError(f"datalist file '{datalist}' does not exist (--datalist).")
@@ -267,7 +273,11 @@ def inference_datalist(
         source = f"datalist '{datalist}'"
     else:
         lists = bundle_datalists(
-            work_dir=work_dir, num_phantoms=num_phantoms, phantom_size=phantom_size, val_fraction=val_fraction, seed=seed
+            work_dir=work_dir,
+            num_phantoms=num_phantoms,
+            phantom_size=phantom_size,
+            val_fraction=val_fraction,
+            seed=seed,
         )
         items, source = lists["validation"], "the default phantom set"
     items = [item for item in items if item.get("slo")]

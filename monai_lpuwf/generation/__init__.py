@@ -1,0 +1,17 @@
+"""Generation runs: checked input frames and bad-input reporting (:mod:`.inputs`), the trained model (:mod:`.model`).
+
+The sampling itself is :mod:`monai_lpuwf.inferers`, the pre-processing
+:func:`monai_lpuwf.transforms.uwf_inference_transforms`, the writing :func:`monai_lpuwf.transforms.save_generated`.
+"""
+
+from .inputs import BAD_INPUT_POLICIES, InferenceInputError, InferenceInputs, brief_input_errors, input_error
+from .model import load_generation_model
+
+__all__ = [
+    "BAD_INPUT_POLICIES",
+    "InferenceInputError",
+    "InferenceInputs",
+    "brief_input_errors",
+    "input_error",
+    "load_generation_model",
+]
