@@ -9,10 +9,41 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
-from scipy import ndimage as ndi
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-__all__ = ["UnsharpMask", "UnsharpMaskd", "UnsharpMaskD", "UnsharpMaskDict"]
+__all__ = ["UnsharpMask", "UnsharpMaskd", "UnsharpMaskD", "UnsharpMaskDict", "gaussian_blur"]
+
+
+def gaussian_blur(img: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Per-channel Gaussian blur with edge replication, in torch on the tensor's device.
+
+    The filter of :func:`scipy.ndimage.gaussian_filter` with ``mode="nearest"``: the sampled kernel
+    ``exp(-x^2 / (2 sigma^2))``, normalised, of radius ``int(truncate * sigma + 0.5)``, along each spatial axis in
+    turn; the border pixels are repeated beyond the edge (no dark or grey rim), unlike
+    :class:`monai.transforms.GaussianSmooth` (zero padding). Each axis is a weighted sum of shifted views: on one
+    CPU thread 2.5x faster than scipy and 10x faster than a grouped convolution for ``sigma=2`` on 853 x 682.
+
+    Args:
+        img: ``(C, *spatial)`` float tensor.
+        sigma: standard deviation in pixels (> 0), the same on every spatial axis.
+        truncate: kernel radius in standard deviations.
+
+    Returns:
+        ``(C, *spatial)`` tensor of ``img``'s dtype and device.
+    """
+    radius = int(truncate * float(sigma) + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / float(sigma)) ** 2)
+    weights = (taps / taps.sum()).tolist()
+    out = img
+    for axis in range(1, img.ndim):
+        n = out.shape[axis]
+        edge = [radius if i == axis else size for i, size in enumerate(out.shape)]
+        padded = torch.cat([out.narrow(axis, 0, 1).expand(edge), out, out.narrow(axis, n - 1, 1).expand(edge)], axis)
+        acc = padded.narrow(axis, 0, n) * weights[0]
+        for shift, weight in enumerate(weights[1:], start=1):
+            acc.add_(padded.narrow(axis, shift, n), alpha=weight)
+        out = acc
+    return out
 
 
 class UnsharpMask(Transform):
@@ -28,10 +59,11 @@ class UnsharpMask(Transform):
         threshold: only sharpen where ``|img - blurred|`` exceeds this (in image units), as PIL's threshold.
         clip_range: output range, ``None`` for no clipping. Default ``(-1, 1)``, the range of UWF images here.
 
-    Input and output ``(C, H, W)``; type and metadata are kept.
+    Input and output ``(C, H, W)``; type, device and metadata are kept. Runs in torch (:func:`gaussian_blur`) on the
+    input's device: a numpy input gives the same values as the same image as a tensor.
     """
 
-    backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -48,15 +80,23 @@ class UnsharpMask(Transform):
         self.clip_range = clip_range
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        x = convert_to_numpy(img, dtype=np.float32)
-        blurred = ndi.gaussian_filter(x, sigma=(0,) + (self.radius,) * (x.ndim - 1), mode="nearest", truncate=4.0)
-        detail = x - blurred
+        """
+        Args:
+            img: ``(C, H, W)`` image (numpy array or tensor on any device).
+
+        Returns:
+            ``(C, H, W)`` float32 of the input's type and device (MetaTensor metadata kept).
+        """
+        x = convert_to_tensor(img, dtype=torch.float32, track_meta=False)
+        detail = x - gaussian_blur(x, self.radius)
         if self.threshold > 0:
-            detail = np.where(np.abs(detail) > self.threshold, detail, 0.0)
+            detail = torch.where(detail.abs() > self.threshold, detail, torch.zeros_like(detail))
         out = x + self.amount * detail
         if self.clip_range is not None:
-            out = np.clip(out, *self.clip_range)
-        result, *_ = convert_to_dst_type(out, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else None)
+            out = out.clamp(*self.clip_range)
+        result, *_ = convert_to_dst_type(
+            out, dst=img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32
+        )
         return result
 
 

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 
 from monai_lpuwf.data import generate_phantoms
 from monai_lpuwf.transforms import (
+    NORMALIZATIONS,
     CrossTemporalDifference,
     CrossTemporalDifferenced,
     FieldOfViewd,
@@ -125,3 +126,46 @@ def test_ctrd_map_finds_the_phantom_lesions(tmp_path, record_property, smooth_si
     record_property("ctrd_lesion_topk_dice", float(np.mean(dices)))
     print(f"CTRD vs phantom lesions: AUC {np.mean(aucs):.3f} (min {min(aucs):.3f}), top-k Dice {np.mean(dices):.3f}")
     assert min(aucs) > min_auc and min(dices) > min_dice
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_numpy_and_torch_inputs_give_the_same_values(pair, device, normalize):
+    """numpy in -> numpy out, tensor in -> tensor out on ``early``'s device, equal values (exactly on the CPU, where
+    both run the same torch code; 1e-6 on CUDA); MetaTensor metadata kept."""
+    early, late, fov = pair
+    ctrd = CrossTemporalDifference(normalize, percentile=95, smooth_sigma=1.5, match_mean=True)
+    from_numpy = ctrd(early, late, fov)
+    assert isinstance(from_numpy, np.ndarray) and from_numpy.dtype == np.float32
+    e = MetaTensor(torch.as_tensor(early, device=device), meta={"filename_or_obj": "1.1.png"})
+    from_torch = ctrd(e, late, fov)  # late and fov as numpy: moved to early's device
+    assert isinstance(from_torch, MetaTensor) and from_torch.device == e.device
+    assert from_torch.meta["filename_or_obj"] == "1.1.png" and from_torch.meta["ctrd"]["normalize"] == normalize
+    plain = ctrd(e.as_tensor(), torch.as_tensor(late, device=device), torch.as_tensor(fov, device=device))
+    assert type(plain) is torch.Tensor and plain.device == e.device
+    atol = 0.0 if device == "cpu" else 1e-6
+    for out in (from_torch, plain):
+        np.testing.assert_allclose(out.cpu().numpy(), from_numpy, atol=atol, rtol=0)
+
+
+def test_runs_in_torch_without_a_numpy_round_trip(pair):
+    """Tensor inputs are computed by torch on their device: gradients reach ``late`` (a numpy step would cut the
+    graph); d|late - early| / d late is the sign of the difference inside the field of view, 0 outside."""
+    early, late, fov = pair
+    lt = torch.as_tensor(late).requires_grad_()
+    CrossTemporalDifference("none")(torch.as_tensor(early), lt, torch.as_tensor(fov)).sum().backward()
+    torch.testing.assert_close(lt.grad, torch.sign(lt.detach() - torch.as_tensor(early)) * torch.as_tensor(fov))
+
+
+@pytest.mark.parametrize("q", [0.0, 37.5, 90.0, 99.0, 100.0])
+def test_device_percentile_is_numpys(q):
+    """The percentile used on non-CPU devices (two order statistics), run here on the CPU, against numpy's."""
+    from monai_lpuwf.transforms.difference import _kth_percentile
+
+    values = np.random.default_rng(5).uniform(0, 2, 1001).astype(np.float32)
+    for v in (values, values[:10], values[:1]):
+        expected = np.percentile(v.astype(np.float64), q)
+        assert abs(float(_kth_percentile(torch.as_tensor(v), q)) - expected) < 1e-6
