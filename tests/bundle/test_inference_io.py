@@ -142,8 +142,8 @@ def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypat
 
 def test_data_source_errors_are_input_errors(tmp_path):
     """Two sources at once, or a source without a usable item, end the command in one line like a bad file."""
-    from monai_lpuwf.data import DataSourceError
     from monai_lpuwf.bundle_support import inference_datalist
+    from monai_lpuwf.data import DataSourceError
 
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(DataSourceError, match="either --input_dir") as info:
