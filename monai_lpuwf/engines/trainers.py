@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -86,18 +86,47 @@ def set_trainable(
     return module
 
 
-def trainable_parameters(*modules: nn.Module) -> list[nn.Parameter]:
-    """The parameters with ``requires_grad`` of ``modules`` (each once), for an optimiser."""
+def trainable_parameters(
+    *modules: nn.Module, lr_multipliers: Mapping[str, float] | None = None, lr: float | None = None
+) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """The parameters with ``requires_grad`` of ``modules`` (each once), for an optimiser.
+
+    Args:
+        modules: the modules whose trainable parameters are collected.
+        lr_multipliers: optional learning-rate multipliers per sub-module, by qualified name within ``modules``
+            (e.g. ``{"controlnet": 6.0}``); the parameters under a name get ``lr * multiplier`` (the longest
+            matching name wins), the others the optimiser's ``lr``.
+        lr: the base learning rate (required with ``lr_multipliers``).
+
+    Returns:
+        a list of parameters, or, with ``lr_multipliers``, PyTorch parameter groups (``[{"params": [...]},
+        {"params": [...], "lr": lr * m}, ...]``; empty groups left out).
+
+    Raises:
+        ValueError: no trainable parameter; ``lr_multipliers`` without ``lr``.
+        KeyError: a name of ``lr_multipliers`` that names no parameter of ``modules``.
+    """
+    mults = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+    if mults and lr is None:
+        raise ValueError("lr_multipliers needs the base learning rate: trainable_parameters(..., lr=...).")
     seen: set[int] = set()
-    params = []
+    used: set[str] = set()
+    groups: dict[str, list[nn.Parameter]] = {"": []}
     for m in modules:
-        for p in m.parameters():
+        for name, p in m.named_parameters():
+            hits = [k for k in mults if name == k or name.startswith(k + ".")]
+            used.update(hits)
             if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
-                params.append(p)
-    if not params:
+                groups.setdefault(max(hits, key=len) if hits else "", []).append(p)
+    if unknown := sorted(set(mults) - used):
+        children = sorted({n for m in modules for n, _ in m.named_children()})
+        raise KeyError(f"lr_multipliers name(s) {unknown} match no parameter (top-level sub-modules: {children}).")
+    if not seen:
         raise ValueError("no trainable parameter: check 'trainable_modules' / 'frozen_modules' of the stage config.")
-    return params
+    if not mults:
+        return groups[""]
+    return [{"params": ps} if k == "" else {"params": ps, "lr": lr * mults[k]} for k, ps in groups.items() if ps]
 
 
 def loss_terms(output: Any) -> dict[str, float]:
