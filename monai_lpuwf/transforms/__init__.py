@@ -10,7 +10,15 @@ from .difference import (
 from .enhance import UnsharpMask, UnsharpMaskD, UnsharpMaskd, UnsharpMaskDict
 from .fov import FieldOfView, FieldOfViewD, FieldOfViewd, FieldOfViewDict, flat_box_mask
 from .io import MODALITIES, LoadUWFImage, LoadUWFImageD, LoadUWFImaged, LoadUWFImageDict
-from .output import OUTPUT_DTYPES, QuantizeIntensity, QuantizeIntensityd, output_levels, save_generated
+from .output import (
+    OUTPUT_DTYPES,
+    QuantizeIntensity,
+    QuantizeIntensityD,
+    QuantizeIntensityd,
+    QuantizeIntensityDict,
+    output_levels,
+    save_generated,
+)
 from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
 from .registration import (
     METRICS,
@@ -39,6 +47,8 @@ __all__ = [
     "OUTPUT_DTYPES",
     "QuantizeIntensity",
     "QuantizeIntensityd",
+    "QuantizeIntensityD",
+    "QuantizeIntensityDict",
     "output_levels",
     "save_generated",
     "FieldOfView",

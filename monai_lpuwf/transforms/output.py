@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import (
     CastToTyped,
     Compose,
@@ -28,9 +28,17 @@ from monai.transforms import (
     Transform,
     Transposed,
 )
-from monai.utils import look_up_option
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, look_up_option
 
-__all__ = ["OUTPUT_DTYPES", "output_levels", "QuantizeIntensity", "QuantizeIntensityd", "save_generated"]
+__all__ = [
+    "OUTPUT_DTYPES",
+    "output_levels",
+    "QuantizeIntensity",
+    "QuantizeIntensityd",
+    "QuantizeIntensityD",
+    "QuantizeIntensityDict",
+    "save_generated",
+]
 
 OUTPUT_DTYPES = ("uint8", "uint16", "float32")
 _NIFTI_EXTS = (".nii", ".nii.gz")
@@ -53,22 +61,29 @@ class QuantizeIntensity(Transform):
     Args:
         levels: 255 (8 bit), 65535 (16 bit); ``None`` only clips.
         value_range: ``(low, high)`` of the input.
+
+    Input and output ``(C, *spatial)`` of the same type, dtype and device (numpy in, numpy out; MetaTensor metadata
+    kept); computed in torch on the input's device.
     """
+
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, levels: float | None = 255, value_range: Sequence[float] = (-1.0, 1.0)) -> None:
         self.levels = None if levels is None else float(levels)
         self.low, self.high = float(value_range[0]), float(value_range[1])
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        x = img.clamp(self.low, self.high)
-        if self.levels is None:
-            return x
-        unit = (x - self.low) / (self.high - self.low)
-        return torch.round(unit * self.levels) / self.levels * (self.high - self.low) + self.low
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, track_meta=False).clamp(self.low, self.high)
+        if self.levels is not None:
+            unit = (x - self.low) / (self.high - self.low)
+            x = torch.round(unit * self.levels) / self.levels * (self.high - self.low) + self.low
+        return convert_to_dst_type(x, dst=img)[0]
 
 
 class QuantizeIntensityd(MapTransform):
     """Dictionary version of :class:`QuantizeIntensity`."""
+
+    backend = QuantizeIntensity.backend
 
     def __init__(
         self,
@@ -85,6 +100,9 @@ class QuantizeIntensityd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.quantize(d[key])
         return d
+
+
+QuantizeIntensityD = QuantizeIntensityDict = QuantizeIntensityd
 
 
 def save_generated(
