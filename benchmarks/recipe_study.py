@@ -37,7 +37,7 @@ from monai.networks.schedulers import DDPMScheduler  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
 from monai_lpuwf.data import datalist_from_folder, generate_phantoms  # noqa: E402
-from monai_lpuwf.engines import LatentDiffusionPrepareBatch, LatentDiffusionTrainer, set_trainable  # noqa: E402
+from monai_lpuwf.engines import LatentDiffusionPrepareBatch, LatentDiffusionTrainer, set_trainable, trainable_parameters  # noqa: E402
 from monai_lpuwf.engines.scale_factor import compute_scale_factor  # noqa: E402
 from monai_lpuwf.inferers import LPUWFSampler  # noqa: E402
 from monai_lpuwf.losses import CTRDLoss  # noqa: E402
@@ -60,6 +60,8 @@ BASE = {
     "ctrd_alpha": 0.25,
     "conditioning_scale": 1.0,
     "steps": 25,
+    "zero_init": True,
+    "controlnet_lr_mult": 1.0,
 }
 ARMS: dict[str, dict] = {
     "eps": {"prediction_type": "epsilon"},
@@ -69,6 +71,12 @@ ARMS: dict[str, dict] = {
     "v_long": {"prediction_type": "v_prediction", "iters3": 1800, "iters4": 600},
     "eps_long": {"prediction_type": "epsilon", "iters3": 1800, "iters4": 600},
     "sample_long": {"prediction_type": "sample", "iters3": 1800, "iters4": 600},
+    # the ControlNet's output convolutions at PyTorch's default init instead of zeros (the U-Net is not pretrained)
+    "sample_nozero": {"prediction_type": "sample", "zero_init": False},
+    # the ControlNet at k times the learning rate (the bundle's --lr_multipliers "{'controlnet': k}")
+    "sample_cnlr3": {"prediction_type": "sample", "controlnet_lr_mult": 3.0},
+    "sample_cnlr6": {"prediction_type": "sample", "controlnet_lr_mult": 6.0},
+    "sample_cnlr12": {"prediction_type": "sample", "controlnet_lr_mult": 12.0},
 }
 
 
@@ -139,8 +147,8 @@ def make_loader(items: list, size: int, augment: bool, batch: int, shuffle: bool
 def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, loss) -> float:
     scheduler = DDPMScheduler(**model.schedule)
     set_trainable(model, ["unet", "controlnet"], [])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    lr_multipliers = {"controlnet": cfg["controlnet_lr_mult"]} if cfg["controlnet_lr_mult"] != 1.0 else None
+    opt = torch.optim.Adam(trainable_parameters(model, lr_multipliers=lr_multipliers, lr=lr), lr=lr)
     warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, (it + 1) / max(1, cfg["warmup"])))
     prepare = LatentDiffusionPrepareBatch(
         num_train_timesteps=scheduler.num_train_timesteps,
@@ -177,6 +185,12 @@ def run_arm(work: Path, arm: str, seed: int, size: int, train: list, val: list, 
     model = build_model("small", schedule=schedule)
     state = torch.load(ae_path, map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
+    if not cfg["zero_init"]:  # ControlNet output convolutions at PyTorch's default init, not zeros
+        cn = model.controlnet
+        for m in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:
+            for conv in m.modules():
+                if isinstance(conv, torch.nn.Conv2d):
+                    conv.reset_parameters()
     train_loader = make_loader(train, size, augment=True, batch=cfg["batch"], shuffle=True)
     val_loader = make_loader(val, size, augment=False, batch=len(val), shuffle=False)
     model.scale_factor.fill_(compute_scale_factor(model.autoencoder, train_loader, "early", num_batches=8))
