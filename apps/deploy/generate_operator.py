@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
+from monai.transforms import Invertd
 
-from monai_lpuwf.generation import load_generation_model
+from monai_lpuwf.generation import input_error, load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFSampler
 from monai_lpuwf.threads import set_default_threads
-from monai_lpuwf.transforms import UnsharpMask
+from monai_lpuwf.transforms import uwf_inference_transforms
 
 __all__ = ["LPUWFGenerateOperator", "resolve_model_file"]
 
@@ -47,9 +48,10 @@ class LPUWFGenerateOperator(Operator):
     does): the networks are not TorchScript-able, so the SDK's ``MonaiBundleInferenceOperator`` (which wants
     ``model.ts``) is not used.
 
-    Preprocessing is that of :func:`monai_lpuwf.transforms.uwf_inference_transforms`: the loaded SLO is
-    unsharp-masked (``sharpen``) and the sampler pads it with -1 to the model's size divisor and crops the
-    generated image back, so the output has the SLO's height and width.
+    Preprocessing is the bundle's, :func:`monai_lpuwf.transforms.uwf_inference_transforms` (built in
+    :meth:`start` for the model's size divisor): the SLO file is loaded, unsharp-masked (``sharpen``) and padded
+    with -1 to the model's size divisor; :class:`monai.transforms.Invertd` crops the generated images back, so the
+    output has the SLO's height and width.
 
     Args:
         fragment: the application.
@@ -60,8 +62,9 @@ class LPUWFGenerateOperator(Operator):
         sharpen: unsharp-mask the SLO as the training transforms do (``sharpen`` in the bundle's common config).
         device: ``"cuda"``, ``"cpu"`` or ``None`` (CUDA when available).
 
-    Named input ``slo`` / output ``pred``: the loader's dictionary, to which ``pred`` (1, H, W) and ``pred_std``
-    (1, H, W) or ``None`` are added (tensors on the CPU, in [-1, 1] for ``pred``).
+    Named input ``slo`` / output ``pred``: the loader's dictionary (``name``, ``path``), to which ``pred``
+    (1, H, W) and ``pred_std`` (1, H, W) or ``None`` are added (tensors on the CPU, in [-1, 1] for ``pred``), or
+    ``error`` (the file's or the generation's error, which the writer reports).
     """
 
     def __init__(
@@ -83,8 +86,9 @@ class LPUWFGenerateOperator(Operator):
         self.sampler = LPUWFSampler(
             scheduler=scheduler, num_inference_steps=num_inference_steps, num_samples=num_samples, seed=seed
         )
-        self.sharpen = UnsharpMask() if sharpen else None
+        self.sharpen = bool(sharpen)
         self.model: torch.nn.Module | None = None
+        self.preprocess = self.crop_back = None
         self.input_name, self.output_name = "slo", "pred"
         super().__init__(fragment, *args, **kwargs)
 
@@ -95,22 +99,34 @@ class LPUWFGenerateOperator(Operator):
     def start(self) -> None:
         set_default_threads()  # the project's CPU thread default (OMP_NUM_THREADS overrides it)
         self.model = load_generation_model(self.model_file, map_location=self.device).to(self.device)
+        self.preprocess = uwf_inference_transforms(divisor=self.model.size_divisor, sharpen=self.sharpen)
+        self.crop_back = Invertd(
+            keys=("pred", "pred_std"), transform=self.preprocess, orig_keys="slo", allow_missing_keys=True
+        )
         self._logger.info(f"loaded {self.model_file} on {self.device}")
 
     def compute(self, op_input, op_output, context) -> None:
         item = dict(op_input.receive(self.input_name))
-        if "slo" in item:
-            begin = time.perf_counter()
-            slo = item.pop("slo")
-            if self.sharpen is not None:
-                slo = self.sharpen(slo)
-            try:
-                out = self.sampler(torch.as_tensor(slo)[None].to(self.device), self.model)
-            except Exception as e:  # e.g. a frame too small for the network: report, keep going
-                item["error"] = f"{type(e).__name__}: {e}"
-                self._logger.error(f"generation failed for {item['path']}: {item['error']}")
-            else:
-                item["pred"] = out["pred"][0].cpu()
-                item["pred_std"] = None if out["pred_std"] is None else out["pred_std"][0].cpu()
-                self._logger.info(f"generated {item['name']} in {time.perf_counter() - begin:.1f} s")
+        begin = time.perf_counter()
+        try:
+            data = self.preprocess({"slo": item["path"]})
+        except Exception as e:  # noqa: BLE001 - a bad file is reported by the writer; the others are generated
+            cause = input_error(e) or e  # the loader's own error, not Compose's "applying transform" wrapper
+            item["error"] = f"{type(cause).__name__}: {cause}"
+            self._logger.error(f"cannot read {item['path']}: {item['error']}")
+            op_output.emit(item, self.output_name)
+            return
+        try:
+            out = self.sampler(data["slo"][None].to(self.device), self.model)
+        except Exception as e:  # noqa: BLE001 - e.g. a frame too small for the network: report, keep going
+            item["error"] = f"{type(e).__name__}: {e}"
+            self._logger.error(f"generation failed for {item['path']}: {item['error']}")
+        else:
+            data["pred"] = out["pred"][0].cpu()
+            if out["pred_std"] is not None:
+                data["pred_std"] = out["pred_std"][0].cpu()
+            data = self.crop_back(data)
+            item["pred"] = torch.as_tensor(data["pred"])
+            item["pred_std"] = torch.as_tensor(data["pred_std"]) if "pred_std" in data else None
+            self._logger.info(f"generated {item['name']} in {time.perf_counter() - begin:.1f} s")
         op_output.emit(item, self.output_name)

@@ -1,4 +1,4 @@
-"""MONAI Deploy operator: list the UWF-SLO images of the input path and emit them one by one."""
+"""MONAI Deploy operator: list the UWF-SLO images of the input path and emit their files one by one."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from monai_lpuwf.data import datalist_from_folder
-from monai_lpuwf.data.datalists import IMAGE_SUFFIXES
-from monai_lpuwf.transforms import LoadUWFImage
+from monai_lpuwf.data import IMAGE_SUFFIXES, datalist_from_folder
 
 __all__ = ["SLOLoaderOperator", "list_slo_inputs"]
 
@@ -45,21 +43,18 @@ def list_slo_inputs(input_path: str | Path) -> list[tuple[str, Path]]:
 
 
 class SLOLoaderOperator(Operator):
-    """Emit one UWF-SLO per ``compute`` call, loaded with :class:`monai_lpuwf.transforms.LoadUWFImage`.
+    """Emit one UWF-SLO file per ``compute`` call; the generate operator loads it with the inference transforms.
 
     Attach a ``CountCondition(fragment, len(operator.inputs))`` so that the graph runs once per image.
 
     Named output:
-        slo: ``{"name": str, "path": str, "slo": MetaTensor (3, H, W) in [-1, 1]}``, or
-        ``{"name", "path", "error": str}`` for a file that cannot be read (the writer reports it and the run goes
-        on with the other images).
+        slo: ``{"name": str, "path": str}``.
     """
 
     def __init__(self, fragment: Fragment, *args, input_path: str | Path, **kwargs) -> None:
         self._logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.inputs = list_slo_inputs(input_path)
         self._next = 0
-        self._load = LoadUWFImage("slo")
         self.output_name = "slo"
         super().__init__(fragment, *args, **kwargs)  # last, as the SDK requires
 
@@ -71,12 +66,5 @@ class SLOLoaderOperator(Operator):
             return
         name, path = self.inputs[self._next]
         self._next += 1
-        item: dict = {"name": name, "path": str(path)}
-        try:
-            item["slo"] = self._load(path)
-        except Exception as e:  # a bad file is reported by the writer; the other images are still generated
-            item["error"] = f"{type(e).__name__}: {e}"
-            self._logger.error(f"cannot read {path}: {item['error']}")
-        else:
-            self._logger.info(f"[{self._next}/{len(self.inputs)}] loaded {path} {tuple(item['slo'].shape)}")
-        op_output.emit(item, self.output_name)
+        self._logger.info(f"[{self._next}/{len(self.inputs)}] {path}")
+        op_output.emit({"name": name, "path": str(path)}, self.output_name)

@@ -4,9 +4,9 @@ MONAI Label's task types are segmentation-like (a label map written by its ``Wri
 a :class:`~monailabel.tasks.infer.basic_infer.BasicInferTask` whose
 
 * pre-transforms are the bundle's inference transforms (:func:`monai_lpuwf.transforms.uwf_inference_transforms`:
-  load the SLO as (3, H, W) in [-1, 1], unsharp-mask it);
-* inferer is :class:`monai_lpuwf.inferers.LPUWFInferer` (the sampler pads to the model's size divisor and crops
-  back, so the output has the SLO's H x W);
+  load the SLO as (3, H, W) in [-1, 1], unsharp-mask it, pad it with -1 to the model's size divisor);
+* inferer is :class:`monai_lpuwf.inferers.LPUWFInferer`;
+* post-transform :class:`monai.transforms.Invertd` crops the output back, so it has the SLO's H x W;
 * network is the bundle's ``model.pt`` rebuilt by :func:`monai_lpuwf.generation.load_generation_model`;
 * writer writes the generated FA as a grey image file (PNG by default), which the ``/infer`` endpoint returns, and,
   with ``uncertainty`` requested, puts the per-pixel standard deviation map into the result JSON as a base64 PNG.
@@ -20,20 +20,21 @@ import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from fastapi import HTTPException
 from monai.inferers import Inferer
-from monai.transforms import CopyItemsd
+from monai.transforms import Compose, CopyItemsd, Invertd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.utils.others.generic import strtobool
 
-from monai_lpuwf.generation import load_generation_model
+from monai_lpuwf.data import save_uwf_image
+from monai_lpuwf.generation import input_error, load_generation_model
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS, LPUWFInferer
-from monai_lpuwf.data import UWFImageError, save_uwf_image
 from monai_lpuwf.transforms import uwf_inference_transforms
 
 __all__ = ["LateFAGenerationTask", "GENERATION_TYPE", "RESULT_EXTENSIONS"]
@@ -89,6 +90,7 @@ class LateFAGenerationTask(BasicInferTask):
         if str(scheduler).lower() not in SCHEDULERS:
             raise ValueError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
         self.sharpen = bool(sharpen)
+        self._inference_transforms: tuple[Any, Compose] | None = None  # (model file state, transforms)
         super().__init__(
             path=str(model_path),
             network=None,
@@ -110,11 +112,19 @@ class LateFAGenerationTask(BasicInferTask):
             preload=preload,
         )
 
+    def inference_transforms(self) -> Compose:
+        """The bundle's :func:`~monai_lpuwf.transforms.uwf_inference_transforms` for the model file's size divisor,
+        built once per model file (its padding is what :meth:`post_transforms` inverts)."""
+        path = self._model_file()
+        state = (path, os.stat(path).st_mtime)
+        if self._inference_transforms is None or self._inference_transforms[0] != state:
+            divisor = load_generation_model(path).size_divisor
+            self._inference_transforms = (state, uwf_inference_transforms(divisor=divisor, sharpen=self.sharpen))
+        return self._inference_transforms[1]
+
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        # the request holds the image path under "image"; the bundle's transforms read the key "slo". No padding
-        # here (divisor 1): LPUWFSampler pads to the model's divisor with the same value and crops back itself.
-        bundle_transforms = uwf_inference_transforms(divisor=1, sharpen=self.sharpen).transforms
-        return [CopyItemsd(keys="image", names="slo"), *bundle_transforms]
+        # the request holds the image path under "image"; the bundle's transforms read the key "slo"
+        return [CopyItemsd(keys="image", names="slo"), *self.inference_transforms().transforms]
 
     def __call__(self, request, callbacks=None):
         """Check the request's sampler and writer parameters, then run the task (pre, inferer, writer)."""
@@ -151,7 +161,7 @@ class LateFAGenerationTask(BasicInferTask):
         try:
             return super().run_pre_transforms(data, transforms)
         except Exception as e:
-            cause = _input_error(e)
+            cause = input_error(e)  # the loader's own error (MONAI wraps it in "applying transform ...")
             if cause is None:
                 raise
             raise HTTPException(status_code=400, detail=str(cause)) from e
@@ -167,16 +177,21 @@ class LateFAGenerationTask(BasicInferTask):
         )
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        return []
+        # crop the padding of the inference transforms off the generated image (and its uncertainty channel)
+        return [Invertd(keys="pred", transform=self.inference_transforms(), orig_keys="slo")]
 
-    def _get_network(self, device, data):
-        """The bundle model on ``device``, cached and reloaded when the file changes."""
+    def _model_file(self) -> str:
         path = self.get_path()
         if path is None:
             raise FileNotFoundError(
                 f"no model file at {self.path}; train the bundle (models/model.pt) and start the server with "
                 "--conf model <path to model.pt or the bundle folder>."
             )
+        return path
+
+    def _get_network(self, device, data):
+        """The bundle model on ``device``, cached and reloaded when the file changes."""
+        path = self._model_file()
         mtime = os.stat(path).st_mtime
         cached = self._networks.get(device)
         if cached is None or cached[1] != mtime:
@@ -210,17 +225,6 @@ class LateFAGenerationTask(BasicInferTask):
                 "scale": "grey level / 255 = per-pixel standard deviation over the samples on the [-1, 1] scale",
             }
         return str(path), result
-
-
-def _input_error(error: BaseException) -> BaseException | None:
-    """The loader's own error in ``error``'s chain (MONAI wraps it in ``RuntimeError("applying transform ...")``)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, (UWFImageError, FileNotFoundError)):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _png_base64(std: torch.Tensor) -> str:

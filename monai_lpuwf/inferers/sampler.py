@@ -10,7 +10,6 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, Scheduler
 from monai.utils import look_up_option, optional_import
@@ -29,8 +28,15 @@ SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMSch
 #: ``val_inference_steps``). DDIM with 25 steps and no clipping: the sampler study in the README (as close to
 #: DDPM-1000 as two DDPM-1000 draws are to each other, at 1/56 of the time).
 INFERENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {"scheduler": "ddim", "num_inference_steps": 25, "eta": 0.0, "clip_sample": False, "num_samples": 1, "seed": 0,
-     "conditioning_scale": 1.0}
+    {
+        "scheduler": "ddim",
+        "num_inference_steps": 25,
+        "eta": 0.0,
+        "clip_sample": False,
+        "num_samples": 1,
+        "seed": 0,
+        "conditioning_scale": 1.0,
+    }
 )
 _AGGREGATES = ("mean", "median", "first")
 
@@ -85,10 +91,11 @@ class LPUWFSampler:
 
     For each of ``num_samples`` draws: Gaussian latents, ``num_inference_steps`` scheduler steps of
     ``model.denoise(x_t, t, slo)`` (ControlNet on the full-resolution SLO), then ``model.decode_latents(z, slo)``
-    (the decoder gets the gated SLO features). Inputs of any size are padded symmetrically to
-    ``model.size_divisor`` (with ``pad_value``: -1 is the black background of [-1, 1] images) and the outputs
-    cropped back, so whole native frames (853 x 682, or Optos' 4000 x 3200) work as well as the paper's 512 x 512
-    crops. Several samples give a per-pixel standard deviation map (uncertainty).
+    (the decoder gets the gated SLO features). Inputs are multiples of ``model.size_divisor`` on every side: the
+    inference transforms own the padding (:func:`~monai_lpuwf.transforms.uwf_inference_transforms` pads with -1,
+    the black of [-1, 1] images, and :class:`monai.transforms.Invertd` crops the output back), so whole native
+    frames (853 x 682 -> 864 x 704, or Optos' 4000 x 3200) work as well as the paper's 512 x 512 crops. Several
+    samples give a per-pixel standard deviation map (uncertainty).
 
     **Reproducibility per image**: every image of a batch has its own random generator, seeded with
     :func:`item_seed` of ``seed + k`` (draw ``k``) and the image's identity (``ids``; none by default, i.e. every
@@ -116,7 +123,6 @@ class LPUWFSampler:
         eta: DDIM stochasticity (0 = deterministic DDIM).
         conditioning_scale: multiplier of the ControlNet residuals.
         aggregate: ``"mean"``, ``"median"`` or ``"first"`` (a single draw, e.g. for FID) over the samples.
-        pad_value: value of the padding around the SLO.
         clamp_output: clamp images to [-1, 1].
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
         progress: on a terminal, show a tqdm bar counting denoising steps (times denoising tiles) and decoded tiles,
@@ -151,7 +157,6 @@ class LPUWFSampler:
         eta: float = INFERENCE_DEFAULTS["eta"],
         conditioning_scale: float = INFERENCE_DEFAULTS["conditioning_scale"],
         aggregate: str = "mean",
-        pad_value: float = -1.0,
         clamp_output: bool = True,
         return_samples: bool = False,
         progress: bool = False,
@@ -180,7 +185,6 @@ class LPUWFSampler:
         self.eta = float(eta)
         self.conditioning_scale = float(conditioning_scale)
         self.aggregate = look_up_option(aggregate, _AGGREGATES)
-        self.pad_value = float(pad_value)
         self.clamp_output = clamp_output
         self.return_samples = return_samples
         self.progress = progress and has_tqdm
@@ -212,16 +216,20 @@ class LPUWFSampler:
         return scheduler
 
     @staticmethod
-    def _pad(slo: torch.Tensor, divisor: int, value: float) -> tuple[torch.Tensor, list[slice]]:
-        spatial = slo.shape[2:]
-        pads, crop = [], [slice(None), slice(None)]
-        for size in spatial:
-            total = (-size) % divisor
-            before = total // 2
-            pads.append((before, total - before))
-            crop.append(slice(before, before + size))
-        flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last dim first
-        return (F.pad(slo, flat, mode="constant", value=value) if any(flat) else slo), crop
+    def check_divisible(slo: torch.Tensor, divisor: int) -> None:
+        """Raise a ``ValueError`` naming the size, the divisor and the fix when ``slo``'s spatial size is not a
+        multiple of ``divisor`` on every side."""
+        spatial = [int(s) for s in slo.shape[2:]]
+        if any(s % divisor for s in spatial):
+            padded = [s + (-s) % divisor for s in spatial]
+            raise ValueError(
+                f"SLO of {' x '.join(map(str, spatial))} pixels (H x W) is not a multiple of the model's size divisor "
+                f"{divisor} on every side. Pad it with the inference transforms, "
+                f"uwf_inference_transforms(divisor={divisor}) (value -1, to {' x '.join(map(str, padded))}), and crop "
+                "the output back with monai.transforms.Invertd(keys='pred', transform=<those transforms>, "
+                "orig_keys='slo'); or pad an array with monai.transforms.DivisiblePad(k="
+                f"{divisor}, value=-1) and crop with its inverse."
+            )
 
     def _step_kwargs(self, scheduler: Scheduler, generator: torch.Generator | None) -> dict[str, Any]:
         params = inspect.signature(scheduler.step).parameters
@@ -248,16 +256,15 @@ class LPUWFSampler:
         divisor = model.size_divisor
         padded = [int(s) + (-int(s)) % divisor for s in image_spatial]
         windows = self.tiling(model, padded)
-        return estimate_generation_memory(
-            model, batch, padded, windows["decode"], windows["denoise"], self.num_samples
-        )
+        return estimate_generation_memory(model, batch, padded, windows["decode"], windows["denoise"], self.num_samples)
 
     def __call__(
         self, slo: torch.Tensor, model: nn.Module, ids: Sequence[str | int | None] | None = None
     ) -> dict[str, torch.Tensor | None]:
         """
         Args:
-            slo: SLO images (B, 3, H, W) in [-1, 1], any H, W.
+            slo: SLO images (B, 3, H, W) in [-1, 1], H and W multiples of ``model.size_divisor`` (pad with
+                :func:`~monai_lpuwf.transforms.uwf_inference_transforms`).
             model: an :class:`~monai_lpuwf.networks.LPUWFModel` (or a DDP wrapper of it).
             ids: optional identity of each image (e.g. its file name), mixed into its seed by :func:`item_seed`;
                 ``None``: every image's noise comes from the seed alone.
@@ -268,10 +275,12 @@ class LPUWFSampler:
         model = getattr(model, "module", model)
         if slo.ndim < 3 or slo.shape[1] != model.config["condition_channels"]:
             raise ValueError(
-                f"expected SLO images (B, {model.config['condition_channels']}, *spatial), got shape {tuple(slo.shape)}."
+                f"expected SLO images (B, {model.config['condition_channels']}, *spatial), "
+                f"got shape {tuple(slo.shape)}."
             )
         if ids is not None and len(ids) != slo.shape[0]:
             raise ValueError(f"got {len(ids)} ids for a batch of {slo.shape[0]} images; give one id per image.")
+        self.check_divisible(slo, model.size_divisor)
         was_training = model.training
         model.eval()
         try:
@@ -298,11 +307,10 @@ class LPUWFSampler:
         device = next(model.parameters()).device
         slo = slo.to(device)
         batch = slo.shape[0]
-        slo_p, crop = self._pad(slo, model.size_divisor, self.pad_value)
-        windows = self.tiling(model, slo_p.shape[2:])
+        windows = self.tiling(model, slo.shape[2:])
         if self.check_memory:
             needed = estimate_generation_memory(
-                model, batch, slo_p.shape[2:], windows["decode"], windows["denoise"], self.num_samples
+                model, batch, slo.shape[2:], windows["decode"], windows["denoise"], self.num_samples
             )
             check_memory(
                 needed,
@@ -315,8 +323,8 @@ class LPUWFSampler:
         whole_decode = len(windows["decode"]) == 1
         with_cond = model.autoencoder.condition_encoder is not None
         # untiled: the gated SLO features once for all draws; tiled: each tile encodes its own SLO crop
-        cond = (model.autoencoder.encode_condition(slo_p) if whole_decode else slo_p) if with_cond else None
-        latent_shape = (1, model.latent_channels) + tuple(s // model.downsample_factor for s in slo_p.shape[2:])
+        cond = (model.autoencoder.encode_condition(slo) if whole_decode else slo) if with_cond else None
+        latent_shape = (1, model.latent_channels) + tuple(s // model.downsample_factor for s in slo.shape[2:])
         n_den, n_dec = len(windows["denoise"]), len(windows["decode"])
         bar = None
         if self.progress:
@@ -341,7 +349,7 @@ class LPUWFSampler:
                 for s, t in enumerate(scheduler.timesteps):
                     t_batch = torch.full((batch,), int(t), device=device, dtype=torch.long)
 
-                    def on_tile(i: int, n: int, s: int = s, k: int = k) -> None:
+                    def on_tile(i: int, n: int, s: int = s, k: int = k, steps: int = steps) -> None:
                         if bar is not None:
                             bar.set_postfix_str(
                                 f"sample {k + 1}/{self.num_samples} step {s + 1}/{steps}"
@@ -351,7 +359,7 @@ class LPUWFSampler:
                             bar.update(1)
 
                     eps = denoise_tiled(
-                        model, x, t_batch, slo_p, None if n_den == 1 else self.denoise_tile, self.denoise_overlap,
+                        model, x, t_batch, slo, None if n_den == 1 else self.denoise_tile, self.denoise_overlap,
                         self.conditioning_scale, on_tile,
                     )  # fmt: skip
                     if per_item:  # each image's step noise from its own generator
@@ -374,7 +382,6 @@ class LPUWFSampler:
                     on_decode(1, 1)
                 else:
                     image = decode_tiled(model, x, cond, self.decode_tile, self.decode_overlap, on_decode)
-                image = image[tuple(crop)]
                 draws.append(image.clamp(-1, 1) if self.clamp_output else image)
         finally:
             if bar is not None:

@@ -6,7 +6,9 @@ import hashlib
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from monai.transforms import DivisiblePad
 
 from monai_lpuwf.inferers import LPUWFSampler, build_scheduler
 from monai_lpuwf.networks import build_model
@@ -70,20 +72,9 @@ def test_seeded_and_samples_are_independent_draws(tiny_model):
     torch.testing.assert_close(first["pred"], many["samples"][0])
 
 
-def test_any_size_is_padded_and_cropped(tiny_model):
-    """A 37 x 50 SLO gives the same pixels as the same SLO padded by hand (with -1) to the model's divisor."""
-    assert tiny_model.size_divisor == 32
-    slo = _slo((1, 3, 37, 50), seed=2)
-    sampler = LPUWFSampler("ddim", num_inference_steps=2)
-    got = sampler(slo, tiny_model)["pred"]
-    assert got.shape == (1, 1, 37, 50)
-    padded = F.pad(slo, (7, 7, 13, 14), value=-1.0)  # 50 -> 64 (7, 7), 37 -> 64 (13, 14)
-    expected = sampler(padded, tiny_model)["pred"][..., 13:50, 7:57]
-    torch.testing.assert_close(got, expected)
-
-
 def test_native_uwf_frame_853_x_682():
-    """A whole native frame: padded to 864 x 704 (divisor 32) with -1, generated, cropped back to 682 x 853."""
+    """A whole native frame: padded to 864 x 704 (divisor 32) with -1 by MONAI's DivisiblePad (as the inference
+    transforms do: the sampler takes divisible frames only), generated, cropped back to 682 x 853 by its inverse."""
     torch.manual_seed(0)
     model = build_model(  # no non-local attention in the autoencoder: keeps this full-size test quick
         "small",
@@ -97,11 +88,14 @@ def test_native_uwf_frame_853_x_682():
         controlnet={"conditioning_embedding_num_channels": (4, 4, 4)},
     ).eval()
     slo = _slo((1, 3, 682, 853), seed=5)
+    pad = DivisiblePad(k=model.size_divisor, mode="constant", value=-1.0)
+    padded = pad(MetaTensor(slo[0]))
+    torch.testing.assert_close(padded.as_tensor(), F.pad(slo[0], (5, 6, 11, 11), value=-1.0))  # symmetric, -1
     sampler = LPUWFSampler("ddim", num_inference_steps=1, seed=2)
-    got = sampler(slo, model)["pred"]
-    assert got.shape == (1, 1, 682, 853) and torch.isfinite(got).all()
-    padded = F.pad(slo, (5, 6, 11, 11), value=-1.0)  # 853 -> 864 (5, 6), 682 -> 704 (11, 11)
-    torch.testing.assert_close(got, sampler(padded, model)["pred"][..., 11:693, 5:858])
+    pred = sampler(padded[None], model)["pred"]
+    got = pad.inverse(MetaTensor(pred[0], applied_operations=padded.applied_operations))
+    assert got.shape == (1, 682, 853) and torch.isfinite(got).all()
+    torch.testing.assert_close(got.as_tensor(), pred[0, :, 11:693, 5:858])
 
 
 def test_schedulers_and_clip_sample(tiny_model):

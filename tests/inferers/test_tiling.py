@@ -94,10 +94,10 @@ def test_sampler_tiles_large_frames_only(random_model):
     assert len(windows["decode"]) == len(windows["denoise"]) == 1
     windows = sampler.tiling(random_model, (256, 192))  # 64 x 48 latents
     assert len(windows["decode"]) == 3 * 2 and len(windows["denoise"]) == 3 * 2
-    slo = _rand((1, 3, 200, 150), 6)
+    slo = _rand((1, 3, 224, 160), 6)  # multiples of the divisor (32): the inference transforms pad to them
     tiled = sampler(slo, random_model)["pred"]
     whole = LPUWFSampler(num_inference_steps=1, decode_tile=None, denoise_tile=None)(slo, random_model)["pred"]
-    assert tiled.shape == whole.shape == (1, 1, 200, 150)
+    assert tiled.shape == whole.shape == (1, 1, 224, 160)
     assert 0 < float((tiled - whole).abs().mean()) < 2 * DECODE_MEAN  # tiles of 32: 4x smaller than the default
 
 
@@ -117,15 +117,15 @@ def test_memory_check_stops_before_starting_with_a_clear_message(random_model, m
         calls.append(1)
         raise AssertionError
 
-    needed = sampler.memory_estimate(random_model, 1, (200, 150))
+    needed = sampler.memory_estimate(random_model, 1, (224, 160))
     monkeypatch.setattr(tiling, "available_memory", lambda device: needed // 2)
     monkeypatch.setattr(random_model, "denoise", denoise)
-    with pytest.raises(MemoryError, match=r"generating 1 image\(s\) of 200 x 150 .* needs about .* GiB .*decode_tile"):
-        sampler(_rand((1, 3, 200, 150), 0), random_model)
+    with pytest.raises(MemoryError, match=r"generating 1 image\(s\) of 224 x 160 .* needs about .* GiB .*decode_tile"):
+        sampler(_rand((1, 3, 224, 160), 0), random_model)
     assert not calls
     monkeypatch.setattr(tiling, "available_memory", lambda device: None)  # unknown: no check, generation runs
     with pytest.raises(AssertionError):
-        sampler(_rand((1, 3, 200, 150), 0), random_model)
+        sampler(_rand((1, 3, 224, 160), 0), random_model)
     assert calls
 
 
@@ -139,7 +139,7 @@ def test_tiles_of_a_collated_metatensor_batch(random_model):
     spatially; the sampler tiles a plain tensor."""
     from monai.data import MetaTensor, list_data_collate
 
-    items = [{"slo": MetaTensor(_rand((3, 200, 150), i), meta={"filename_or_obj": f"{i}.png"})} for i in (1, 2)]
+    items = [{"slo": MetaTensor(_rand((3, 224, 160), i), meta={"filename_or_obj": f"{i}.png"})} for i in (1, 2)]
     batch = list_data_collate(items)["slo"]
     sampler = LPUWFSampler(num_inference_steps=1, decode_tile=32, decode_overlap=8, denoise_tile=32, denoise_overlap=8)
     with pytest.raises(ValueError, match="Inconsistent batched metadata"):
