@@ -94,8 +94,13 @@ class FieldOfView(Transform):
         remove_eyelids: (SLO) exclude bright regions connected to the image edge.
         erode: pixels eroded from the final mask (keeps losses away from the retina's edge).
 
-    Input ``(C, H, W)`` in ``[-1, 1]``; output ``(1, H, W)`` float mask in ``{0, 1}`` of the same type (MetaTensor
-    metadata kept).
+    Input ``(C, H, W)`` in ``[-1, 1]``; output ``(1, H, W)`` float mask in ``{0, 1}`` of the same type and device
+    (MetaTensor metadata kept).
+
+    Backend: numpy only. The mask needs connected-component labelling, hole filling and the box detector's
+    per-component bounding boxes (``scipy.ndimage``), which torch does not provide; a tensor input is computed on
+    the CPU and the mask returned on the input's device. It is computed once per frame (cached datasets), and its
+    thresholds depend on the smoothing, so a partial torch port would change masks without a speed need.
     """
 
     backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]

@@ -103,3 +103,14 @@ def test_real_fa_mask_excludes_border_and_burnt_in_box(uwf_samples_dir):
         assert not mask[:5].any()  # the black border is out
         grey = (img[0].numpy() + 1) / 2
         assert grey[mask].mean() > 3 * grey[~mask].mean()
+
+
+def test_tensor_input_returns_a_tensor_on_its_device(phantom):
+    """Numpy backend: a tensor in gives a tensor out, on the input's device, equal to the numpy result."""
+    early = (phantom["early"] * 2 - 1).astype(np.float32)
+    tensor = torch.as_tensor(early)
+    out = FieldOfView("fa")(tensor)
+    assert type(out) is torch.Tensor and out.device == tensor.device and out.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy(), FieldOfView("fa")(early))
+    d = FieldOfViewd("early")({"early": tensor})
+    assert type(d["fov"]) is torch.Tensor and d["fov"].device == tensor.device
