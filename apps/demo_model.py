@@ -19,36 +19,16 @@ from pathlib import Path
 
 import torch
 
-from monai_lpuwf.networks import build_model
+from monai_lpuwf.networks.tiny import TINY_OVERRIDES, build_tiny_model
 
 __all__ = ["TINY_OVERRIDES", "build_demo_model", "write_demo_model"]
 
-# the small preset's topology (size divisor 32) at a fraction of its widths: a full 853 x 682 frame takes about a
-# second per sampling step on one CPU core
-TINY_OVERRIDES = {
-    "autoencoder": {"channels": (8, 8, 16), "norm_num_groups": 4},
-    "unet": {"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
-    "controlnet": {"conditioning_embedding_num_channels": (4, 8, 8)},
-    "scale_factor": 0.5,
-}
-
 
 def build_demo_model(seed: int = 0) -> torch.nn.Module:
-    """The tiny model, with random (instead of zero) initial weights in the layers that carry the SLO.
-
-    The gated SLO encoder, the ControlNet and the U-Net's output layer start at zero in training, which would make
-    an untrained model ignore its input (and, with the small preset's clean-latent prediction, its noise too); here
-    they are random so that the output depends on the SLO (its content and orientation) and on the sampling seed.
-    """
-    torch.manual_seed(seed)
-    model = build_model("small", **TINY_OVERRIDES).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in (model.autoencoder.condition_encoder, model.controlnet, model.unet):
-            for p in module.parameters():
-                if float(p.abs().max()) == 0.0:
-                    p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model
+    """The tiny model (:func:`monai_lpuwf.networks.tiny.build_tiny_model`): the small preset's topology at toy widths,
+    with random (instead of zero) initial weights in the layers that carry the SLO (gated SLO encoder, ControlNet,
+    U-Net output), so that its output depends on the SLO (content and orientation) and on the sampling seed."""
+    return build_tiny_model(seed)
 
 
 def write_demo_model(path: str | os.PathLike, seed: int = 0) -> Path:

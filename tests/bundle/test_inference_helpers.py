@@ -12,16 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_lpuwf.networks import build_model
+from monai_lpuwf.networks.tiny import TINY_OVERRIDES, build_tiny_model
 
 STEPS = 2
-TINY = {
-    # no mid-block self-attention: on a whole 853 x 682 frame it would attend over 38k latent pixels
-    "autoencoder": {"channels": (8, 8, 16), "norm_num_groups": 4, "with_encoder_nonlocal_attn": False,
-                    "with_decoder_nonlocal_attn": False},
-    "unet": {"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
-    "controlnet": {"conditioning_embedding_num_channels": (4, 8, 8)},
-}  # fmt: skip
+# no mid-block self-attention: on a whole 853 x 682 frame it would attend over 38k latent pixels
+NO_MID_ATTENTION = {"autoencoder": {"with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False}}
+# the same network as bundle ``network_overrides``
+TINY = {**TINY_OVERRIDES, "autoencoder": {**TINY_OVERRIDES["autoencoder"], **NO_MID_ATTENTION["autoencoder"]}}
 
 
 @contextmanager
@@ -38,16 +35,11 @@ def one_thread():
 
 
 def tiny_model() -> torch.nn.Module:
-    """The small preset at toy widths with non-zero ControlNet / SLO-encoder weights (so the SLO matters)."""
-    torch.manual_seed(0)
-    model = build_model("small", scale_factor=0.5, **TINY).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in (model.autoencoder.condition_encoder, model.controlnet):
-            for p in module.parameters():
-                if float(p.abs().max()) == 0.0:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
+    """The shared tiny model (:func:`monai_lpuwf.networks.tiny.build_tiny_model`) without mid-block attention and
+    with non-zero ControlNet / SLO-encoder weights (so the SLO matters)."""
+    return build_tiny_model(
+        0, weight_seed=1, randomize=("autoencoder.condition_encoder", "controlnet"), **NO_MID_ATTENTION
+    )
 
 
 def write_checkpoint(path: Path) -> Path:

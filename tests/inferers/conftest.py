@@ -6,20 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_lpuwf.networks import build_model
-
-
-TINY = {
-    "autoencoder": {"channels": (8, 8, 16), "norm_num_groups": 4},
-    "unet": {"channels": (8, 8, 16, 16), "norm_num_groups": 4, "num_head_channels": 8},
-    "controlnet": {"conditioning_embedding_num_channels": (4, 8, 8)},
-    "scale_factor": 0.5,
-    "schedule": {"prediction_type": "epsilon"},  # every MONAI scheduler takes it (PNDM refuses "sample")
-}
+from monai_lpuwf.networks.tiny import build_tiny_model
 
 
 def make_tiny_model(noise_seed: int = 1, everything: bool = False) -> torch.nn.Module:
-    """The small preset's topology at tiny widths, with random instead of zero weights where MONAI zero-initialises.
+    """The shared tiny model (:func:`monai_lpuwf.networks.tiny.build_tiny_model`) with epsilon prediction (every
+    MONAI scheduler takes it; PNDM refuses "sample").
 
     Args:
         noise_seed: seed of the random replacement weights.
@@ -27,16 +19,8 @@ def make_tiny_model(noise_seed: int = 1, everything: bool = False) -> torch.nn.M
             SLO and the noise: the gated SLO encoder, the ControlNet and the U-Net's output convolution (with a zero
             output, a model predicting the clean sample would give the same image for every noise draw).
     """
-    torch.manual_seed(0)
-    model = build_model("small", **TINY).eval()
-    g = torch.Generator().manual_seed(noise_seed)
-    modules = [model] if everything else [model.autoencoder.condition_encoder, model.controlnet, model.unet.out]
-    with torch.no_grad():
-        for module in modules:
-            for p in module.parameters():
-                if float(p.abs().max()) == 0.0:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
+    randomize = ("",) if everything else ("autoencoder.condition_encoder", "controlnet", "unet.out")
+    return build_tiny_model(0, weight_seed=noise_seed, randomize=randomize, schedule={"prediction_type": "epsilon"})
 
 
 @pytest.fixture(scope="module")
