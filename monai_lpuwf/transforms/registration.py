@@ -51,6 +51,7 @@ from monai.utils import (
     optional_import,
 )
 
+from monai_lpuwf.data.registration_cache import RegistrationCache
 from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms.fov import FieldOfView
 
@@ -485,8 +486,6 @@ class RegisterElastixd(MapTransform):
         self.register = RegisterElastix(**kwargs)
         self.cache = None
         if cache_dir is not None:
-            from monai_lpuwf.data.registration_cache import RegistrationCache  # data imports transforms.io
-
             self.cache = RegistrationCache(cache_dir)
 
     def cache_settings(self, others: Sequence[str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from monai.transforms import MapTransform
 from monai.utils import TransformBackends, ensure_tuple_rep
 
 from monai_lpuwf.keys import UWFKeys
+from monai_lpuwf.transforms.io import LoadUWFImage
 
 __all__ = [
     "TRAINING_SCALE_KEY",
@@ -47,8 +48,6 @@ def _frame_size(path: str, load_kwargs: Mapping[str, Any]) -> tuple[int, int]:
         with Image.open(path) as im:
             return int(im.size[1]), int(im.size[0])
     except (ImportError, OSError, ValueError):  # not a format PIL reads (e.g. DICOM, NIfTI)
-        from monai_lpuwf.transforms.io import LoadUWFImage
-
         return tuple(int(s) for s in LoadUWFImage(UWFKeys.SLO.value, **dict(load_kwargs))(path).shape[-2:])
 
 
@@ -75,8 +74,6 @@ def training_scale(
         channel in ``[-1, 1]``), ``"slo_mean_spread"`` (largest standard deviation of a channel's mean between
         frames), ``"num_images"}``.
     """
-    from monai_lpuwf.transforms.io import LoadUWFImage
-
     load_kwargs = dict(load_kwargs or {})
     paths = [str(item[key]) for item in items if item.get(key)]
     if not paths:
