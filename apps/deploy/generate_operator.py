@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from monai.data import MetaTensor
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 from monai.transforms import Invertd
 
@@ -122,9 +123,9 @@ class LPUWFGenerateOperator(Operator):
             item["error"] = f"{type(e).__name__}: {e}"
             self._logger.error(f"generation failed for {item['path']}: {item['error']}")
         else:
-            data["pred"] = out["pred"][0].cpu()
+            data["pred"] = MetaTensor(out["pred"][0].cpu())  # Invertd takes the padding from data["slo"]
             if out["pred_std"] is not None:
-                data["pred_std"] = out["pred_std"][0].cpu()
+                data["pred_std"] = MetaTensor(out["pred_std"][0].cpu())
             data = self.crop_back(data)
             item["pred"] = torch.as_tensor(data["pred"])
             item["pred_std"] = torch.as_tensor(data["pred_std"]) if "pred_std" in data else None

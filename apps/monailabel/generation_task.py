@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from fastapi import HTTPException
 from monai.inferers import Inferer
-from monai.transforms import Compose, CopyItemsd, Invertd
+from monai.transforms import Compose, CopyItemsd, EnsureTyped, Invertd
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.utils.others.generic import strtobool
 
@@ -178,7 +178,11 @@ class LateFAGenerationTask(BasicInferTask):
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         # crop the padding of the inference transforms off the generated image (and its uncertainty channel)
-        return [Invertd(keys="pred", transform=self.inference_transforms(), orig_keys="slo")]
+        # (the padding is read from data["slo"]; Invertd wants "pred" as a MetaTensor for that)
+        return [
+            EnsureTyped(keys="pred", track_meta=True),
+            Invertd(keys="pred", transform=self.inference_transforms(), orig_keys="slo"),
+        ]
 
     def _model_file(self) -> str:
         path = self.get_path()
