@@ -46,16 +46,15 @@ the paper): full size takes minutes per step on a 2-core CPU. Run::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from memory import peak_memory  # benchmarks/memory.py (this folder is on sys.path when run as a script)
 
 TASKS = ("ae_train_step", "diffusion_train_step", "denoise_step")
 IMPLS = ("ours", "ours_explicit", "generative")
@@ -236,26 +235,6 @@ def time_worker(preset: str, task: str, size: int, batch: int, repeats: int, war
     return {"seconds": {impl: min(v) for impl, v in times.items()}, "all_seconds": times, "params": params}
 
 
-def _rss_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def memory_worker(impl: str, preset: str, task: str, size: int, batch: int, device_name: str) -> dict:
     """Peak extra memory of one step (see the module docstring for the method)."""
     device = torch.device(device_name)
@@ -265,21 +244,8 @@ def memory_worker(impl: str, preset: str, task: str, size: int, batch: int, devi
     for module in nets.values():  # the step's gradients count in its peak
         if isinstance(module, torch.nn.Module):
             module.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20, "method": "cuda"}
-    if _reset_hwm() and _rss_bytes("VmHWM") is not None:
-        base = _rss_bytes("VmRSS")
-        step()
-        return {"peak_mb": (_rss_bytes("VmHWM") - base) / 2**20, "method": "VmHWM-VmRSS"}
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step()
-    return {"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20, "method": "ru_maxrss"}
+    measured = peak_memory(step, device)
+    return {"peak_mb": measured["step_mb"], "method": measured["method"]}  # the step's memory over the weights
 
 
 def _run(args, *worker_args: str) -> dict:

@@ -47,10 +47,8 @@ paper, which takes minutes per iteration on a 2-core CPU); batch 1 as the author
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -58,6 +56,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from memory import peak_memory  # benchmarks/memory.py (this folder is on sys.path when run as a script)
 
 IMPLS = ("ours", "authors")
 STAGES = ("3", "4")
@@ -213,26 +212,6 @@ def time_worker(preset: str, stage: str, size: int, args: argparse.Namespace) ->
     return {"its": {impl: max(v) for impl, v in rates.items()}, "all_its": rates}
 
 
-def _status_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def memory_worker(impl: str, preset: str, stage: str, size: int, args: argparse.Namespace) -> dict:
     """Peak memory of one iteration after ``--warmup`` iterations (see the module docstring)."""
     device = torch.device(args.device)
@@ -240,24 +219,7 @@ def memory_worker(impl: str, preset: str, stage: str, size: int, args: argparse.
     batches = _batches(1, args.batch, size, device)
     for _ in range(max(1, args.warmup)):
         run(batches)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        run(batches)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-        return {"peak_mb": peak / 2**20, "step_mb": (peak - before) / 2**20, "method": "cuda max_memory_allocated"}
-    if _reset_hwm() and _status_bytes("VmHWM") is not None:
-        before = _status_bytes("VmRSS")
-        run(batches)
-        peak = _status_bytes("VmHWM")
-        return {"peak_mb": peak / 2**20, "step_mb": (peak - before) / 2**20, "method": "VmHWM"}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    run(batches)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_mb": peak / 2**20, "step_mb": (peak - before) / 2**20, "method": "ru_maxrss (lower bound)"}
+    return peak_memory(lambda: run(batches), device)
 
 
 def _worker(args: argparse.Namespace, *worker_args: str) -> dict:
