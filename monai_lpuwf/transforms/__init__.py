@@ -23,6 +23,7 @@ from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_trans
 from .registration import (
     METRICS,
     MODES,
+    REGISTRATION_KEY,
     RegisterElastix,
     RegisterElastixD,
     RegisterElastixd,
@@ -71,6 +72,7 @@ __all__ = [
     "RegisterElastixDict",
     "MODES",
     "METRICS",
+    "REGISTRATION_KEY",
     "similarity",
     "uwf_train_transforms",
     "uwf_inference_transforms",

@@ -8,12 +8,14 @@ Two uses, one transform:
   SLO (green by default: it shows the vessels best in Optos pseudo-colour).
 
 The moving image is resampled onto the fixed image's pixel grid (so frames of different sizes end up the same
-size), and the same transform is applied to any other listed keys (e.g. a mask: nearest neighbour). The elastix
-parameter maps, a similarity before and after (in the fixed image's field of view), the status and, for linear
-transforms, the 3 x 3 matrix in ``(row, col)`` pixel coordinates (fixed -> moving) are stored in the output
-metadata under ``"registration"``. When registration does not improve the similarity, the moving image is kept as
-it was (identity resampling onto the fixed grid), the status says ``"identity_fallback"`` and a warning is issued;
-when elastix itself gives up (e.g. a blank frame), the same happens with status ``"elastix_failed"``.
+size) and returned as a MetaTensor, like MONAI's spatial transforms; the transform found is recorded in its
+metadata under ``"registration"`` (:data:`REGISTRATION_KEY`): the elastix parameter maps, a similarity before and
+after (in the fixed image's field of view), the status and, for linear transforms, the 3 x 3 matrix in
+``(row, col)`` pixel coordinates (fixed -> moving). :meth:`RegisterElastix.apply_transform` applies the recorded
+transform to other images (e.g. a mask: nearest neighbour); :class:`RegisterElastixd` does so for its other keys.
+When registration does not improve the similarity, the moving image is kept as it was (identity resampling onto
+the fixed grid), the status says ``"identity_fallback"`` and a warning is issued; when elastix itself gives up
+(e.g. a blank frame), the same happens with status ``"elastix_failed"``.
 
 Pixel grids are used as physical space (spacing 1, origin 0, x = column, y = row). Elastix runs with
 ``threads`` threads (default 2) and a fixed random seed, so results are reproducible.
@@ -65,6 +67,7 @@ def _itk():
 
 
 __all__ = [
+    "REGISTRATION_KEY",
     "RegisterElastix",
     "RegisterElastixd",
     "RegisterElastixD",
@@ -90,6 +93,7 @@ REGISTRATION_SETTINGS: dict[str, dict[str, int]] = {
     # the settings before the speed-up (full-size frames, 4 levels): kept for comparison (benchmarks/bench_data.py)
     "legacy": {"shrink": 1, "resolutions": 4, "iterations": 300, "spatial_samples": 4096},
 }
+REGISTRATION_KEY = "registration"  # the output metadata entry recording the registration (see RegisterElastix)
 MIN_SHRUNK_SIZE = 128  # ``shrink`` never makes the shorter side of the registered frames smaller than this
 
 
@@ -178,7 +182,20 @@ def _linear_matrix_rc(pmap: dict) -> np.ndarray | None:
 
 
 class RegisterElastix(Transform):
-    """Register ``moving`` onto ``fixed`` with elastix and apply the transform to other images.
+    """Register an image onto a fixed image with elastix; the transform found is recorded in the output's metadata.
+
+    Like MONAI's spatial transforms, the output is the resampled image (on the fixed image's pixel grid, with its
+    affine) and carries what was done in its metadata: ``meta["registration"]`` (:data:`REGISTRATION_KEY`) holds the
+    elastix parameter maps of the transform found (``"transform"``, JSON: the transform parameters, the B-spline
+    coefficients included), the fixed -> moving ``(row, col)`` matrix of linear transforms (``"matrix_rc"``, JSON),
+    ``"status"`` (``"registered"``, ``"identity_fallback"``, ``"elastix_failed"``), ``"mode"``, ``"metric"``,
+    ``"shrink"``, ``"similarity_before"``/``"similarity_after"``, the file names and ``"time_s"``.
+    :meth:`apply_transform` resamples other images (masks, other channels) with that recorded transform;
+    :class:`RegisterElastixd` does both for a dictionary. Not differentiable and not invertible
+    (``applied_operations`` is left alone).
+
+    Backend: numpy only: elastix / transformix (ITK) run on CPU arrays; tensor inputs are copied to the CPU and the
+    result is returned on the input's device.
 
     Args:
         mode: ``"translation"``, ``"rigid"``, ``"similarity"``, ``"affine"``, ``"rigid+bspline"``,
@@ -204,10 +221,11 @@ class RegisterElastix(Transform):
         seed: random seed of elastix's sampler.
         parameter_overrides: extra elastix parameters ``{name: value}`` set on every parameter map.
 
-    ``__call__(fixed, moving, others=(), fixed_mask=None, moving_mask=None, nearest=())`` returns
-    ``(moving_registered, [others_registered], info)`` where images are ``(C, H_fixed, W_fixed)`` and ``info``
-    the dict also stored in the outputs' ``meta["registration"]``. ``nearest`` lists the indices of ``others``
-    resampled with nearest neighbour (masks).
+    Example::
+
+        late_on_early = RegisterElastix(mode="affine")(late, fixed=early)   # (1, H, W) MetaTensor on early's grid
+        record = late_on_early.meta["registration"]                         # status, transform, similarities
+        fov_on_early = RegisterElastix().apply_transform(late_fov, late_on_early, nearest=True)
     """
 
     backend: ClassVar[list[TransformBackends]] = [TransformBackends.NUMPY]
@@ -343,16 +361,29 @@ class RegisterElastix(Transform):
 
     def __call__(
         self,
+        img: NdarrayOrTensor,
         fixed: NdarrayOrTensor,
-        moving: NdarrayOrTensor,
-        others: Sequence[NdarrayOrTensor] = (),
         fixed_mask: NdarrayOrTensor | None = None,
         moving_mask: NdarrayOrTensor | None = None,
-        nearest: Sequence[int] = (),
-    ) -> tuple[NdarrayOrTensor, list, dict]:
+    ) -> MetaTensor:
+        """Register ``img`` onto ``fixed``.
+
+        Args:
+            img: ``(C, h, w)`` moving image (any size: it is resampled onto ``fixed``'s grid).
+            fixed: ``(C', H, W)`` reference image; ``C' != C`` (SLO onto FA) selects mutual information with
+                ``metric="auto"``.
+            fixed_mask: optional ``(1, H, W)`` field of view of ``fixed`` restricting the metric (else computed,
+                see ``use_fov_masks``).
+            moving_mask: optional ``(1, h, w)`` field of view of ``img``.
+
+        Returns:
+            ``(C, H, W)`` float32 MetaTensor on ``img``'s device: ``img`` registered onto ``fixed`` (or, when
+            registration failed or did not improve the similarity, ``img`` unchanged on ``fixed``'s grid, with a
+            warning), with ``fixed``'s affine and the record in ``meta["registration"]``.
+        """
         itk = _itk()
         start = time.perf_counter()
-        others = ensure_tuple(others)
+        moving = img
         f, m = convert_to_numpy(fixed, dtype=np.float32), convert_to_numpy(moving, dtype=np.float32)
         metric = self.metric if self.metric != "auto" else ("ncc" if f.shape[0] == m.shape[0] else "mi")
         fg, mg = _grey(f, self.channel), _grey(m, self.channel)
@@ -383,8 +414,6 @@ class RegisterElastix(Transform):
             transform = self._full_size(method.GetTransformParameterObject(), shape)
             registered = self._transformix(m, transform, nearest=False, fill=_fill(m))
             support = self._transformix(mmask[None].astype(np.float32), transform, nearest=True, fill=0.0)[0] > 0.5
-            outs = [convert_to_numpy(o, dtype=np.float32) for o in ensure_tuple(others)]
-            outs = [self._transformix(o, transform, i in ensure_tuple(nearest), _fill(o)) for i, o in enumerate(outs)]
         except RuntimeError as e:  # elastix gives up, e.g. on blank frames or masks too small to sample
             failure = (str(e).strip().splitlines() or ["elastix error"])[-1][:200]
         finally:
@@ -424,20 +453,62 @@ class RegisterElastix(Transform):
                 "show the same eye, or try another mode/metric.",
                 stacklevel=2,
             )
-            outs = [_on_grid(o, shape, _fill(o)) for o in (convert_to_numpy(x, dtype=np.float32) for x in others)]
         result = registered if accepted else unregistered
-        wrapped = [self._wrap(r, src, fixed, info) for r, src in zip([result, *outs], [moving, *ensure_tuple(others)])]
-        return wrapped[0], wrapped[1:], info
+        return self._wrap(result, moving, fixed, info, as_meta=True)
+
+    def apply_transform(self, img: NdarrayOrTensor, registered: MetaTensor, nearest: bool = False) -> NdarrayOrTensor:
+        """Resample another image with the transform recorded in a registered image's metadata.
+
+        The same transform, onto the same grid, as ``registered`` (an output of this transform, e.g. a mask of the
+        moving frame resampled like the frame): identity resampling when its status is not ``"registered"``.
+
+        Args:
+            img: ``(C, h, w)`` image on the moving image's grid.
+            registered: the MetaTensor this transform returned for the moving image.
+            nearest: nearest-neighbour interpolation (masks) instead of cubic B-spline (clipped to ``img``'s range).
+
+        Returns:
+            ``(C, H, W)`` float32 of ``img``'s type and device, on ``registered``'s grid (a MetaTensor gets its
+            affine and the record in ``meta["registration"]``).
+        """
+        info = getattr(registered, "meta", {}).get(REGISTRATION_KEY)
+        if info is None:
+            raise ValueError(
+                f"RegisterElastix.apply_transform: `registered` has no meta[{REGISTRATION_KEY!r}]; pass the "
+                "MetaTensor that RegisterElastix returned for the moving image."
+            )
+        arr = convert_to_numpy(img, dtype=np.float32)
+        maps = json.loads(info["transform"])
+        if info["status"] != "registered" or not maps:
+            out = _on_grid(arr, tuple(registered.shape[1:]), _fill(arr))
+        else:
+            itk = _itk()
+            transform = itk.ParameterObject.New()
+            for pmap in maps:
+                transform.AddParameterMap({k: tuple(v) for k, v in pmap.items()})
+            threads_before = itk.MultiThreaderBase.GetGlobalDefaultNumberOfThreads()
+            itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(self.threads)
+            try:
+                out = self._transformix(arr, transform, nearest, _fill(arr))
+            finally:
+                itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
+        return self._wrap(out, img, registered, info)
 
     @staticmethod
-    def _wrap(arr: np.ndarray, src: NdarrayOrTensor, fixed: NdarrayOrTensor, info: dict) -> NdarrayOrTensor:
+    def _wrap(
+        arr: np.ndarray, src: NdarrayOrTensor, fixed: NdarrayOrTensor, info: Mapping, as_meta: bool = False
+    ) -> NdarrayOrTensor:
+        """``arr`` as the type and device of ``src`` (a MetaTensor when ``as_meta``), with ``fixed``'s affine and the
+        record ``info`` when it is a MetaTensor."""
         out, *_ = convert_to_dst_type(
             arr, dst=src, dtype=torch.float32 if isinstance(src, torch.Tensor) else np.float32
         )
+        if as_meta and not isinstance(out, MetaTensor):
+            out = MetaTensor(torch.as_tensor(out, device=getattr(src, "device", None)))
         if isinstance(out, MetaTensor):
             if isinstance(fixed, MetaTensor):
                 out.affine = fixed.affine.clone()  # resampled onto the fixed image's grid
-            out.meta["registration"] = dict(info)
+            out.meta[REGISTRATION_KEY] = dict(info)
             out.meta["spatial_shape"] = np.asarray(arr.shape[1:])
         return out
 
@@ -452,11 +523,15 @@ class RegisterElastixd(MapTransform):
 
     Args:
         fixed_key: key of the reference image.
-        moving_key: key of the image registered onto it (replaced by the resampled image).
-        other_keys: keys transformed with the same transform (replaced).
+        moving_key: key of the image registered onto it (replaced by the resampled image, a MetaTensor whose
+            ``meta["registration"]`` records the transform, see :class:`RegisterElastix`).
+        other_keys: keys transformed with the same transform (replaced; :meth:`RegisterElastix.apply_transform`),
+            e.g. the moving frame's mask.
         nearest_keys: keys among ``other_keys`` resampled with nearest neighbour (masks; default: the ``fov`` key).
         fixed_mask_key, moving_mask_key: optional masks restricting the metric (else computed, see
             ``use_fov_masks``).
+        record_key: when given, the registration record (``meta["registration"]`` of the moving key: status,
+            elastix transform parameters, matrix, similarities) is also stored under this key, as a dict.
         allow_missing_keys: when the fixed or moving key is absent, do nothing.
         cache_dir: folder of a :class:`~monai_lpuwf.data.registration_cache.RegistrationCache`: results are
             stored there, keyed by a hash of the input images and of every setting, and read back instead of
@@ -477,12 +552,14 @@ class RegisterElastixd(MapTransform):
         moving_mask_key: str | None = None,
         allow_missing_keys: bool = False,
         cache_dir: PathLike | None = None,
+        record_key: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__([fixed_key, moving_key, *ensure_tuple(other_keys)], allow_missing_keys)
         self.fixed_key, self.moving_key = fixed_key, moving_key
         self.other_keys, self.nearest_keys = tuple(ensure_tuple(other_keys)), set(ensure_tuple(nearest_keys))
         self.fixed_mask_key, self.moving_mask_key = fixed_mask_key, moving_mask_key
+        self.record_key = record_key
         self.register = RegisterElastix(**kwargs)
         self.cache = None
         if cache_dir is not None:
@@ -512,20 +589,17 @@ class RegisterElastixd(MapTransform):
         if cached is not None:  # registered before with the same images and settings: no elastix (nor ITK)
             arrays, info = cached
             fixed = d[self.fixed_key]
-            moved, *moved_others = [RegisterElastix._wrap(a, src, fixed, info) for a, src in zip(arrays, inputs)]
+            moved = RegisterElastix._wrap(arrays[0], inputs[0], fixed, info, as_meta=True)
+            moved_others = [RegisterElastix._wrap(a, src, fixed, info) for a, src in zip(arrays[1:], inputs[1:])]
         else:
-            moved, moved_others, info = self.register(
-                d[self.fixed_key],
-                d[self.moving_key],
-                [d[k] for k in others],
-                fixed_mask=fixed_mask,
-                moving_mask=moving_mask,
-                nearest=[i for i, k in enumerate(others) if k in self.nearest_keys],
-            )
+            moved = self.register(d[self.moving_key], d[self.fixed_key], fixed_mask, moving_mask)
+            moved_others = [self.register.apply_transform(d[k], moved, k in self.nearest_keys) for k in others]
             if self.cache is not None:
-                self.cache.put(key, [moved, *moved_others], info)
+                self.cache.put(key, [moved, *moved_others], moved.meta[REGISTRATION_KEY])
         d[self.moving_key] = moved
         d.update(zip(others, moved_others))
+        if self.record_key is not None:
+            d[self.record_key] = dict(moved.meta[REGISTRATION_KEY])
         return d
 
 

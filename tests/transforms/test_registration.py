@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from monai.transforms import Resize
 from scipy import ndimage as ndi
 
 from monai_lpuwf.data import render_phantom
-from monai_lpuwf.transforms import FieldOfView, LoadUWFImage, RegisterElastix, RegisterElastixd
+from monai_lpuwf.transforms import REGISTRATION_KEY, FieldOfView, LoadUWFImage, RegisterElastix, RegisterElastixd
 from monai_lpuwf.transforms.registration import REGISTRATION_SETTINGS
 
 FAST = {"resolutions": 3, "iterations": 150, "spatial_samples": 2048}  # test-sized elastix settings
@@ -62,7 +63,8 @@ def test_recovers_a_known_affine_on_a_real_sample(real_early, record_property):
     h, w = real_early.shape[1:]
     truth = _affine(h, w, angle_deg=4.0, shift=(14.0, -22.0), scale=(1.02, 0.99), shear=0.015)
     moving = _warp(real_early, truth)
-    moved, _, info = RegisterElastix(mode="affine", threads=1)(real_early, moving)
+    moved = RegisterElastix(mode="affine", threads=1)(moving, real_early)
+    info = moved.meta["registration"]
     assert info["status"] == "registered" and info["metric"] == "ncc" and info["shrink"] == 4
     assert moved.shape == real_early.shape
     assert info["similarity_after"] > info["similarity_before"] + 0.2
@@ -85,7 +87,7 @@ def test_recovers_the_phantom_slo_misregistration_with_mutual_information(record
     move = ph["misregistration"]["slo"]
     truth = _affine(*size, move["angle_deg"], move["shift"])
     early, slo = ph["early"] * 2 - 1, ph["slo"] * 2 - 1
-    _, _, info = RegisterElastix(mode="rigid", **FAST)(early, slo)
+    info = RegisterElastix(mode="rigid", **FAST)(slo, early).meta["registration"]
     assert info["metric"] == "mi" and info["status"] == "registered"
     err = _error_px(np.array(json.loads(info["matrix_rc"])), truth, ph["fov"])
     record_property("slo_mi_recovery_error_px_max", float(err.max()))
@@ -97,7 +99,8 @@ def test_identity_fallback_never_makes_a_pair_worse():
     early = ph["early"] * 2 - 1
     moving = MetaTensor(torch.as_tensor(early.copy()), meta={"filename_or_obj": "1.2.png"})
     with pytest.warns(UserWarning, match=r"1\.2\.png.*did not improve.*identity"):
-        out, _, info = RegisterElastix(mode="affine", **FAST)(early, moving)
+        out = RegisterElastix(mode="affine", **FAST)(moving, early)
+    info = out.meta["registration"]
     assert info["status"] == "identity_fallback"
     assert info["similarity_after"] <= info["similarity_before"]
     torch.testing.assert_close(out.as_tensor(), moving.as_tensor())  # the unregistered image, untouched
@@ -105,7 +108,7 @@ def test_identity_fallback_never_makes_a_pair_worse():
     # asking for more than registration can give also falls back, and the warning says so
     late = ph["late"] * 2 - 1
     with pytest.warns(UserWarning, match="did not improve"):
-        _, _, info = RegisterElastix(mode="rigid", min_improvement=10.0, **FAST)(early, late)
+        info = RegisterElastix(mode="rigid", min_improvement=10.0, **FAST)(late, early).meta["registration"]
     assert info["status"] == "identity_fallback"
 
 
@@ -113,10 +116,12 @@ def test_elastix_failure_on_a_blank_frame_falls_back_with_a_warning():
     early = render_phantom((64, 64), seed=1)["early"] * 2 - 1
     blank = np.full_like(early, -1.0)
     with pytest.warns(UserWarning, match="elastix failed.*blank"):
-        out, others, info = RegisterElastix(mode="rigid", **FAST)(early, blank, [blank.copy()])
+        reg = RegisterElastix(mode="rigid", **FAST)
+        out = reg(blank, early)
+    info = out.meta["registration"]
     assert info["status"] == "elastix_failed" and info["transform"] == "[]"
     np.testing.assert_array_equal(out, blank)
-    np.testing.assert_array_equal(others[0], blank)
+    np.testing.assert_array_equal(reg.apply_transform(blank.copy(), out), blank)
 
 
 def test_dictionary_version_moves_every_listed_key_identically():
@@ -154,8 +159,8 @@ def test_moving_frame_of_another_size_is_resampled_onto_the_fixed_grid():
     ph = render_phantom((128, 144), seed=7)
     early = ph["early"] * 2 - 1
     big = Resize((150, 170), anti_aliasing=True)(ph["late"] * 2 - 1)  # e.g. a different export resolution
-    out, _, info = RegisterElastix(mode="affine", **FAST)(early, np.asarray(big))
-    assert out.shape == early.shape and info["status"] == "registered"
+    out = RegisterElastix(mode="affine", **FAST)(np.asarray(big), early)
+    assert out.shape == early.shape and out.meta["registration"]["status"] == "registered"
     with pytest.raises(KeyError, match="missing"):
         RegisterElastixd("early", "late")({"early": early})
     assert RegisterElastixd("early", "late", allow_missing_keys=True)({"early": early}).keys() == {"early"}
@@ -169,7 +174,8 @@ def test_shrunk_registration_maps_back_to_full_size_pixels():
     truth = _affine(*size, angle_deg=3.0, shift=(6.0, -9.0), scale=(1.01, 0.99))
     reg = RegisterElastix(mode="affine", shrink=2, threads=1, **FAST)
     assert reg.shrink_factor(size, size) == 2 and reg.shrink_factor((200, 200), size) == 1  # >= 128 px kept
-    moved, _, info = reg(early, _warp(early, truth))
+    moved = reg(_warp(early, truth), early)
+    info = moved.meta["registration"]
     assert info["shrink"] == 2 and info["status"] == "registered" and moved.shape == early.shape
     fov = FieldOfView("fa")(early)[0] > 0.5
     err = _error_px(np.array(json.loads(info["matrix_rc"])), truth, fov)
@@ -187,3 +193,58 @@ def test_named_settings_and_overrides():
         RegisterElastix(settings="slow")
     with pytest.raises(ValueError, match="shrink must be >= 1"):
         RegisterElastix(shrink=0)
+
+
+def _phantom_pair():
+    ph = render_phantom((96, 112), seed=6, misregistration=1.5)
+    return ph["early"] * 2 - 1, ph["late"] * 2 - 1, ph["slo"] * 2 - 1
+
+
+def test_returns_the_registered_image_with_the_transform_in_its_metadata():
+    """Like MONAI's spatial transforms: one image out (a MetaTensor on the fixed grid, with the fixed affine), the
+    transform in ``meta["registration"]``; ``apply_transform`` moves other images with the recorded transform."""
+    early, late, _ = _phantom_pair()
+    fixed = MetaTensor(torch.as_tensor(early), affine=torch.diag(torch.tensor([2.0, 3.0, 1.0])))
+    reg = RegisterElastix(mode="rigid", **FAST)
+    out = reg(late, fixed)  # numpy moving image
+    assert isinstance(out, MetaTensor) and out.shape == late.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.affine, fixed.affine)
+    info = out.meta[REGISTRATION_KEY]
+    assert info["status"] == "registered" and info["mode"] == "rigid" and info["metric"] == "ncc"
+    pmaps = json.loads(info["transform"])
+    assert pmaps[0]["Transform"] == ["EulerTransform"] and len(pmaps[0]["TransformParameters"]) == 3
+    assert pmaps[0]["Size"] == ["112", "96"]  # the full-size fixed grid (x, y)
+    np.testing.assert_array_equal(np.asarray(reg.apply_transform(late.copy(), out)), out.numpy())
+    mask = reg.apply_transform(FieldOfView("fa")(late), out, nearest=True)
+    assert isinstance(mask, np.ndarray) and set(np.unique(mask)) <= {0.0, 1.0}  # numpy in, numpy out
+    with pytest.raises(ValueError, match="no meta"):
+        reg.apply_transform(late, torch.as_tensor(late))
+    # the dictionary version: the moving key as above, other keys moved alike, the record under record_key
+    d = RegisterElastixd("early", "late", other_keys=("copy",), record_key="late_registration", mode="rigid", **FAST)
+    res = d({"early": fixed, "late": late, "copy": late.copy()})
+    np.testing.assert_array_equal(res["late"].numpy(), out.numpy())
+    np.testing.assert_array_equal(np.asarray(res["copy"]), out.numpy())
+    assert res["late_registration"]["transform"] == info["transform"]
+
+
+def test_same_pixels_as_before_the_api_change():
+    """The registered images against those of the tuple-returning RegisterElastix (8 x 8 block means and sums
+    recorded from it in tests/transforms/data, 1e-5): the API change moved no pixel."""
+    ref = json.loads((Path(__file__).parent / "data" / "registration_before_api_change.json").read_text())
+    early, late, slo = _phantom_pair()
+    fov = FieldOfView("fa")(late)
+    reg = RegisterElastix(mode="rigid", **FAST, threads=1)
+    moved = reg(late, early)
+    outputs = {
+        "ph_moved": moved,
+        "ph_copy": reg.apply_transform(late.copy(), moved),
+        "ph_fov": reg.apply_transform(fov, moved, nearest=True),
+        "ph_slo_bspline": RegisterElastix(mode="rigid+bspline", **FAST, threads=1)(slo, early),
+    }
+    k = ref["block"]
+    for name, out in outputs.items():
+        a = np.asarray(out, dtype=np.float64)
+        c, h, w = a.shape
+        blocks = a[:, : h // k * k, : w // k * k].reshape(c, h // k, k, w // k, k).mean((2, 4))
+        np.testing.assert_allclose(blocks, ref[name]["block_means"], atol=1e-5, err_msg=name)
+        assert abs(a.sum() - ref[name]["sum"]) < 1e-2, name
