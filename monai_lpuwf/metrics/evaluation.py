@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.transforms import DivisiblePad
 from monai.utils import str2bool
 
 from monai_lpuwf.data import datalist_from_file, datalist_from_folder
@@ -312,8 +313,11 @@ class GenerationEvaluationHandler:
         checked = len(self.sensitivity["other_seed"])
         if self.seed_check_sampler is None or self.network is None or slo is None or checked >= self.seed_check_images:
             return
-        again = self.seed_check_sampler(_batch(torch.as_tensor(slo)), self.network)["pred"].float().cpu()
-        # the SLO is the padded network input; the scored frame was cropped back (symmetric padding)
+        # the SLO was cropped back to the native frame with the prediction (Invertd): pad it again as the inference
+        # transforms do (DivisiblePad, value -1, symmetric) and crop the new draw like the scored frame
+        divisor = getattr(self.network, "module", self.network).size_divisor
+        padded = DivisiblePad(k=divisor, mode="constant", value=-1.0)(torch.as_tensor(slo))
+        again = self.seed_check_sampler(_batch(torch.as_tensor(padded)), self.network)["pred"].float().cpu()
         h, w = pred.shape[-2:]
         top, left = (again.shape[-2] - h) // 2, (again.shape[-1] - w) // 2
         self.sensitivity["other_seed"].append(again[..., top : top + h, left : left + w])
