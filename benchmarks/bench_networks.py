@@ -27,7 +27,8 @@ Method:
   keeps every run.
 - Peak memory: one subprocess per (implementation, preset, step), after one untimed warm-up step and
   ``gc.collect()``, run with ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc returns freed tensor memory to the
-  system (otherwise the warm-up's freed memory stays resident and hides the step's peak). On CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
+  system (otherwise the warm-up's freed memory stays resident and hides the step's peak). On CUDA
+  ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
   On CPU (Linux) the kernel's resident-set high-water mark: ``/proc/self/clear_refs`` is written ``5`` to
   reset ``VmHWM`` to the current RSS just before the step, and the figure is ``VmHWM`` after the step minus
   ``VmRSS`` before it (the extra resident memory the step needed at its peak over the weights: activations,
@@ -63,13 +64,18 @@ IMPLS = ("ours", "ours_explicit", "generative")
 def _build_ours(preset: str, task: str, explicit: bool = False):
     from monai_lpuwf.networks import build_model
 
-    overrides = {"autoencoder": {"use_flash_attention": False}, "unet": {"use_flash_attention": False}} if explicit else {}
+    overrides = (
+        {"autoencoder": {"use_flash_attention": False}, "unet": {"use_flash_attention": False}} if explicit else {}
+    )
     with torch.device("meta"):  # allocate only the parts this step needs
         model = build_model(preset, **overrides)
     if task == "ae_train_step":
         ae = model.autoencoder.to_empty(device="cpu")
         return {"ae": _init(ae), "encode_condition": ae.encode_condition}
-    return {"unet": _init(model.unet.to_empty(device="cpu")), "controlnet": _init(model.controlnet.to_empty(device="cpu"))}
+    return {
+        "unet": _init(model.unet.to_empty(device="cpu")),
+        "controlnet": _init(model.controlnet.to_empty(device="cpu")),
+    }
 
 
 def _init(module: torch.nn.Module) -> torch.nn.Module:
@@ -139,7 +145,9 @@ def _build_generative(preset: str, task: str):
     if task == "ae_train_step":
         ae = AuthorsConditionalAE()
         return {"ae": ae, "encode_condition": ae.condition_encoder}
-    unet = DiffusionModelUNet(spatial_dims=2, in_channels=4, out_channels=4, num_channels=cfg["unet"]["channels"], **unet_kw)
+    unet = DiffusionModelUNet(
+        spatial_dims=2, in_channels=4, out_channels=4, num_channels=cfg["unet"]["channels"], **unet_kw
+    )
     cn = ControlNet(
         spatial_dims=2,
         in_channels=4,
@@ -249,8 +257,19 @@ def memory_worker(impl: str, preset: str, task: str, size: int, batch: int, devi
 
 
 def _run(args, *worker_args: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--batch", str(args.batch), "--repeats", str(args.repeats),
-           "--warmup", str(args.warmup), "--device", args.device, *worker_args]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--batch",
+        str(args.batch),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--device",
+        args.device,
+        *worker_args,
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     # glibc keeps freed heap memory resident, which would hide a step's peak behind the warm-up's: allocations of
@@ -294,12 +313,18 @@ def main() -> None:
         return
 
     paper_size = args.paper_size or (512 if args.device.startswith("cuda") else 128)
-    print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} warmup={args.warmup} "
-          f"repeats={args.repeats} torch={torch.__version__}")
-    print(f"image sizes: small {args.small_size}x{args.small_size}, paper {paper_size}x{paper_size}"
-          + (" (reduced from the paper's 512x512 for CPU)" if paper_size < 512 else ""))
-    header = (f"{'preset':6s} {'measure':34s} {'ours':>11s} {'ours_expl':>11s} {'generative':>11s} "
-              f"{'ours/gen':>8s} {'expl/gen':>8s}")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} warmup={args.warmup} "
+        f"repeats={args.repeats} torch={torch.__version__}"
+    )
+    print(
+        f"image sizes: small {args.small_size}x{args.small_size}, paper {paper_size}x{paper_size}"
+        + (" (reduced from the paper's 512x512 for CPU)" if paper_size < 512 else "")
+    )
+    header = (
+        f"{'preset':6s} {'measure':34s} {'ours':>11s} {'ours_expl':>11s} {'generative':>11s} "
+        f"{'ours/gen':>8s} {'expl/gen':>8s}"
+    )
     print(header)
     print("-" * len(header))
     results = []
@@ -315,16 +340,26 @@ def main() -> None:
             rows.append((f"{task} time (s)", s["ours"], s["ours_explicit"], s["generative"], "{:11.4f}"))
             if not args.no_memory:
                 mem = {impl: _run(args, "--memory-worker", impl, preset, task, str(size)) for impl in IMPLS}
-                rows.append((f"{task} peak (MB, {mem['ours']['method']})", mem["ours"]["peak_mb"],
-                             mem["ours_explicit"]["peak_mb"], mem["generative"]["peak_mb"], "{:11.1f}"))
+                rows.append(
+                    (
+                        f"{task} peak (MB, {mem['ours']['method']})",
+                        mem["ours"]["peak_mb"],
+                        mem["ours_explicit"]["peak_mb"],
+                        mem["generative"]["peak_mb"],
+                        "{:11.1f}",
+                    )
+                )
         for name in params_seen["ours"]:
             o, e, b = (params_seen[i][name] / 1e6 for i in IMPLS)
             rows.insert(0, (f"params {name} (M)", o, e, b, "{:11.3f}"))
         for label, o, e, b, fmt in rows:
-            print(f"{preset:6s} {label:34s} {fmt.format(o)} {fmt.format(e)} {fmt.format(b)} {_ratio(o, b):>8s} "
-                  f"{_ratio(e, b):>8s}")
-            results.append({"preset": preset, "size": size, "measure": label, "ours": o, "ours_explicit": e,
-                            "generative": b})
+            print(
+                f"{preset:6s} {label:34s} {fmt.format(o)} {fmt.format(e)} {fmt.format(b)} {_ratio(o, b):>8s} "
+                f"{_ratio(e, b):>8s}"
+            )
+            results.append(
+                {"preset": preset, "size": size, "measure": label, "ours": o, "ours_explicit": e, "generative": b}
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

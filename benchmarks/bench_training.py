@@ -149,9 +149,13 @@ def _build_authors(preset: str, stage: str, device: torch.device) -> Callable[[l
     ae_kw = {k: v for k, v in cfg["autoencoder"].items() if k not in ("channels", "include_fc")}
     unet_kw = {k: v for k, v in cfg["unet"].items() if k not in ("channels", "include_fc")}
     torch.manual_seed(0)
-    vae = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, num_channels=cfg["autoencoder"]["channels"], **ae_kw)
+    vae = AutoencoderKL(
+        spatial_dims=2, in_channels=1, out_channels=1, num_channels=cfg["autoencoder"]["channels"], **ae_kw
+    )
     vae = vae.to(device).eval()
-    unet = DiffusionModelUNet(spatial_dims=2, in_channels=4, out_channels=4, num_channels=cfg["unet"]["channels"], **unet_kw)
+    unet = DiffusionModelUNet(
+        spatial_dims=2, in_channels=4, out_channels=4, num_channels=cfg["unet"]["channels"], **unet_kw
+    )
     controlnet = ControlNet(
         spatial_dims=2,
         in_channels=4,
@@ -180,7 +184,9 @@ def _build_authors(preset: str, stage: str, device: torch.device) -> Callable[[l
             timesteps = torch.randint(0, scheduler.num_train_timesteps, (target.shape[0],), device=device).long()
             noised = scheduler.add_noise(target, noise, timesteps)
             down, mid = controlnet(x=noised, timesteps=timesteps, controlnet_cond=slo)
-            pred = unet(x=noised, timesteps=timesteps, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            pred = unet(
+                x=noised, timesteps=timesteps, down_block_additional_residuals=down, mid_block_additional_residual=mid
+            )
             loss = F.mse_loss(pred.float(), noise.float())
             if late:
                 ffa_diff = F.interpolate(torch.abs(early_ffa - late_ffa), size=target.shape[-2:])
@@ -302,7 +308,10 @@ def main() -> None:
                 rows.append((f"peak MB ({method})", mem["ours"]["peak_mb"], mem["authors"]["peak_mb"], "{:10.1f}"))
                 rows.append(("step MB (over before)", mem["ours"]["step_mb"], mem["authors"]["step_mb"], "{:10.1f}"))
             for label, ours, authors, fmt in rows:
-                print(f"{preset:6s} {stage:5s} {label:24s} {fmt.format(ours)} {fmt.format(authors)} {_ratio(ours, authors):>12s}")
+                print(
+                    f"{preset:6s} {stage:5s} {label:24s} {fmt.format(ours)} {fmt.format(authors)} "
+                    f"{_ratio(ours, authors):>12s}"
+                )
                 results.append(
                     {"preset": preset, "size": size, "stage": stage, "measure": label, "ours": ours, "authors": authors}
                 )
