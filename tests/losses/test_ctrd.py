@@ -41,7 +41,10 @@ def test_matches_formula(spatial_dims):
 def test_authors_nearest_variant():
     """interp_mode="nearest" reproduces the authors' F.interpolate(ffa_diff, size) (default mode nearest)."""
     pred, noise, w = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8), torch.rand(1, 1, 32, 32)
-    authors = F.mse_loss(pred, noise) + 0.25 * (F.interpolate(w, size=(8, 8)) * F.mse_loss(pred, noise, reduction="none")).mean()
+    authors = (
+        F.mse_loss(pred, noise)
+        + 0.25 * (F.interpolate(w, size=(8, 8)) * F.mse_loss(pred, noise, reduction="none")).mean()
+    )
     torch.testing.assert_close(CTRDLoss(interp_mode="nearest")(pred, noise, weight_map=w), authors)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,12 +54,12 @@ def test_feature_network_has_torchvision_layout(network):
 
 
 def test_missing_weights_raise_naming_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="alexnet-owt-7be5be79.pth") as err:
+    with pytest.raises(FileNotFoundError, match=re.escape("alexnet-owt-7be5be79.pth")) as err:
         OfflinePerceptualLoss("alexnet")
     assert "MONAI_LPUWF_ALEXNET_WEIGHTS" in str(err.value) and "download.pytorch.org" in str(err.value)
-    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
+    with pytest.raises(FileNotFoundError, match=re.escape("vgg16-397923af.pth")):
         OfflinePerceptualLoss("vgg", weights_path=tmp_path / "nope.pth")
-    with pytest.raises(FileNotFoundError, match="alex.pth"):
+    with pytest.raises(FileNotFoundError, match=re.escape("alex.pth")):
         OfflinePerceptualLoss("alex", allow_random_init=True, lpips_weights_path=tmp_path / "alex.pth")
     with pytest.raises(ValueError):
         OfflinePerceptualLoss("resnet", allow_random_init=True)
@@ -113,7 +115,9 @@ def test_loads_torchvision_and_lpips_files_and_matches_formula(tmp_path):
 
 
 def test_env_var_is_used(tmp_path, monkeypatch):
-    torch.save({f"features.{k}": v for k, v in build_feature_network("alexnet").state_dict().items()}, tmp_path / "a.pth")
+    torch.save(
+        {f"features.{k}": v for k, v in build_feature_network("alexnet").state_dict().items()}, tmp_path / "a.pth"
+    )
     monkeypatch.setenv("MONAI_LPUWF_ALEXNET_WEIGHTS", str(tmp_path / "a.pth"))
     OfflinePerceptualLoss("alexnet")  # no error: found through the environment
 

@@ -9,7 +9,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from monai_lpuwf.metrics import InceptionFeatureExtractor, compute_fid_is, frechet_distance_from_features, inception_score
+from monai_lpuwf.metrics import (
+    InceptionFeatureExtractor,
+    compute_fid_is,
+    frechet_distance_from_features,
+    inception_score,
+)
 
 
 def _frechet_formula(mu1, s1, mu2, s2):

@@ -129,7 +129,9 @@ def test_features_and_logits_shapes_and_batching(random_extractor):
     torch.testing.assert_close(feats2, feats)
 
 
-@pytest.mark.skipif(not os.environ.get(INCEPTION_WEIGHTS_ENV), reason=f"set {INCEPTION_WEIGHTS_ENV} to test real weights")
+@pytest.mark.skipif(
+    not os.environ.get(INCEPTION_WEIGHTS_ENV), reason=f"set {INCEPTION_WEIGHTS_ENV} to test real weights"
+)
 def test_real_pytorch_fid_weights_load():
     net = load_fid_inception()
     with torch.no_grad():
