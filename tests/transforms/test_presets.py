@@ -15,9 +15,9 @@ from monai_lpuwf.data import generate_phantoms, save_uwf_image
 from monai_lpuwf.transforms import (
     CheckTrainingScaled,
     CrossTemporalDifference,
-    TrainingScaleRecord,
     FieldOfView,
     LoadUWFImage,
+    TrainingScaleRecord,
     uwf_inference_transforms,
     uwf_train_transforms,
 )
