@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shlex
 import subprocess
 
 from monai.bundle import ConfigParser
@@ -21,7 +22,7 @@ def _dry_run(bundle_dir, root, *extra: str) -> list[list[str]]:
     env = {**os.environ, "QUICKSTART_DRY_RUN": "1", "BUNDLE_ROOT": str(root)}
     done = subprocess.run(["bash", str(script), *extra], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return [line[2:].split() for line in done.stdout.splitlines() if line.startswith("+ ")]
+    return [shlex.split(line[2:]) for line in done.stdout.splitlines() if line.startswith("+ ")]
 
 
 def _options(command: list[str]) -> dict[str, str]:
@@ -42,6 +43,8 @@ def test_quickstart_runs_the_four_stages_then_inference_and_scoring(tmp_path, bu
         expected = ["configs/common.json"] + [f"configs/{name}" for name in bundle.STAGE_CONFIGS[stage]]
         assert ast.literal_eval(options["config_file"]) == expected, stage  # a list literal, as fire reads it
         assert options["seed"] == "3" and options["bundle_root"] == str(tmp_path)
+        if stage in ("diffusion", "late"):  # the ControlNet at 3x the learning rate (a dict literal with a space)
+            assert ast.literal_eval(options["lr_multipliers"]) == {"controlnet": 3.0}
     inference = _options(commands[4])
     assert inference["config_file"] == "configs/inference.json" and "seed" not in inference
     scoring = _options(commands[5])  # the held-out split, each frame drawn twice (same-input correlation)
