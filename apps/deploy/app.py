@@ -19,10 +19,9 @@ from pathlib import Path
 
 from fa_writer_operator import FAImageWriterOperator
 from generate_operator import LPUWFGenerateOperator
-from slo_loader_operator import SLOLoaderOperator
-
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application
+from slo_loader_operator import SLOLoaderOperator
 
 CONFIG_ENV = "LPUWF_DEPLOY_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "lpuwf_deploy.yaml"
@@ -46,7 +45,8 @@ class LPUWFDeployApp(Application):
             input_path.is_dir() and input_path.resolve() in output_path.resolve().parents
         ):
             raise ValueError(f"the output folder '{output_path}' must lie outside the input '{input_path}'.")
-        logging.info(f"input: {input_path}; output: {output_path}; model: {app_context.model_path}")
+        # the root logger on purpose here and below: the SDK configures it (the console lines of the app)
+        logging.info(f"input: {input_path}; output: {output_path}; model: {app_context.model_path}")  # noqa: LOG015
 
         loader = SLOLoaderOperator(self, input_path=input_path, name="slo_loader")
         loader.add_arg(CountCondition(self, len(loader.inputs)))
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if writer is None:
         return 1
     for path, reason in writer.failed:
-        logging.error(f"no output for {path}: {reason}")
-    logging.info(f"{len(writer.written)} image(s) written, {len(writer.failed)} input(s) failed")
+        logging.error(f"no output for {path}: {reason}")  # noqa: LOG015
+    logging.info(f"{len(writer.written)} image(s) written, {len(writer.failed)} input(s) failed")  # noqa: LOG015
     return 1 if writer.failed else 0
 
 

@@ -66,7 +66,7 @@ class FAImageWriterOperator(Operator):
             if item.get("pred_std") is not None:
                 std_image = item["pred_std"].clamp(0, 1) * 2 - 1  # std 0..1 -> [-1, 1] -> 0..max grey
                 paths.append(save_uwf_image(std_image, f"{base}_std{self.extension}", bit_depth=self.bit_depth))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any write failure is reported for this input; the others go on
             self.failed.append((item["path"], f"{type(e).__name__}: {e}"))
             self._logger.error(f"cannot write the output of {item['path']}: {e}")
             return
