@@ -90,7 +90,7 @@ class LateFAGenerationTask(BasicInferTask):
         if str(scheduler).lower() not in SCHEDULERS:
             raise ValueError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
         self.sharpen = bool(sharpen)
-        self._inference_transforms: tuple[Any, Compose] | None = None  # (model file state, transforms)
+        self._inference_transforms: tuple[int, Compose] | None = None  # (size divisor, transforms)
         super().__init__(
             path=str(model_path),
             network=None,
@@ -112,19 +112,18 @@ class LateFAGenerationTask(BasicInferTask):
             preload=preload,
         )
 
-    def inference_transforms(self) -> Compose:
-        """The bundle's :func:`~monai_lpuwf.transforms.uwf_inference_transforms` for the model file's size divisor,
-        built once per model file (its padding is what :meth:`post_transforms` inverts)."""
-        path = self._model_file()
-        state = (path, os.stat(path).st_mtime)
-        if self._inference_transforms is None or self._inference_transforms[0] != state:
-            divisor = load_generation_model(path).size_divisor
-            self._inference_transforms = (state, uwf_inference_transforms(divisor=divisor, sharpen=self.sharpen))
+    def inference_transforms(self, data=None) -> Compose:
+        """The bundle's :func:`~monai_lpuwf.transforms.uwf_inference_transforms` for the model's size divisor (the
+        network of the request's device, loaded once per model file by :meth:`_get_network`); one instance per
+        divisor, whose padding is what :meth:`post_transforms` inverts."""
+        divisor = self._get_network((data or {}).get("device", "cpu"), data).size_divisor
+        if self._inference_transforms is None or self._inference_transforms[0] != divisor:
+            self._inference_transforms = (divisor, uwf_inference_transforms(divisor=divisor, sharpen=self.sharpen))
         return self._inference_transforms[1]
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
         # the request holds the image path under "image"; the bundle's transforms read the key "slo"
-        return [CopyItemsd(keys="image", names="slo"), *self.inference_transforms().transforms]
+        return [CopyItemsd(keys="image", names="slo"), *self.inference_transforms(data).transforms]
 
     def __call__(self, request, callbacks=None):
         """Check the request's sampler and writer parameters, then run the task (pre, inferer, writer)."""
@@ -181,21 +180,17 @@ class LateFAGenerationTask(BasicInferTask):
         # (the padding is read from data["slo"]; Invertd wants "pred" as a MetaTensor for that)
         return [
             EnsureTyped(keys="pred", track_meta=True),
-            Invertd(keys="pred", transform=self.inference_transforms(), orig_keys="slo"),
+            Invertd(keys="pred", transform=self.inference_transforms(data), orig_keys="slo"),
         ]
 
-    def _model_file(self) -> str:
+    def _get_network(self, device, data):
+        """The bundle model on ``device``, cached and reloaded when the file changes."""
         path = self.get_path()
         if path is None:
             raise FileNotFoundError(
                 f"no model file at {self.path}; train the bundle (models/model.pt) and start the server with "
                 "--conf model <path to model.pt or the bundle folder>."
             )
-        return path
-
-    def _get_network(self, device, data):
-        """The bundle model on ``device``, cached and reloaded when the file changes."""
-        path = self._model_file()
         mtime = os.stat(path).st_mtime
         cached = self._networks.get(device)
         if cached is None or cached[1] != mtime:
