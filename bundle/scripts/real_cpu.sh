@@ -32,9 +32,12 @@ COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --
 TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --preset small --image_size "[128,128]" --log_interval 50)
 STAGE1=(--max_epochs 300 --val_interval 300 --lr 5e-4)
 STAGE2=(--max_epochs 150 --val_interval 150 --lr 5e-4 --adversarial_warmup_epochs 10)
-# the ControlNet's learning-rate multiplier: 1 (one learning rate). x6 collapsed on the real frames (every eye the
-# same picture, bundle/docs/README.md "Real frames on the CPU"); REAL_CPU_CONTROLNET_LR_MULT=3 tries the quick start's
-LR_MULT=(--lr_multipliers "{'controlnet': ${REAL_CPU_CONTROLNET_LR_MULT:-1.0}}")
+# one learning rate: the ControlNet at x6 collapsed on the real frames (every eye the same picture,
+# bundle/docs/README.md "Real frames on the CPU"); REAL_CPU_CONTROLNET_LR_MULT=3 tries the quick start's multiplier
+LR_MULT=()
+if [[ -n "${REAL_CPU_CONTROLNET_LR_MULT:-}" ]]; then
+    LR_MULT=(--lr_multipliers "{'controlnet': $REAL_CPU_CONTROLNET_LR_MULT}")
+fi
 STAGE3=(--max_epochs 2000 --val_interval 1000 --lr 1e-3 --lr_warmup_iterations 50 --train_batch_size 4 "${LR_MULT[@]}")
 STAGE4=(--max_epochs 600 --val_interval 600 --lr 5e-4 --train_batch_size 4 "${LR_MULT[@]}")
 EVAL=("${COMMON[@]}" --dataset_dir "$REAL_DATA/val" --train_dir "$REAL_DATA/train" --fid False
