@@ -152,6 +152,13 @@ def test_device_option_caches_the_deterministic_work_and_augments_after_it(tmp_p
     cached = ds._cache[0]
     assert tuple(cached["slo"].shape) == (3, 96, 80) and cached["slo"].dtype == torch.float32  # whole frame
     assert isinstance(cached["slo"], torch.Tensor) and cached["slo"].device.type == "cpu"
+    # configs/gpu.json caches without copying (copy_cache=False): the augmentation must leave the cache untouched
+    nocopy = CacheDataset(items, uwf_train_transforms((64, 48), device="cpu"), progress=False, copy_cache=False)
+    before = {k: (v.clone(), len(v.applied_operations)) for k, v in nocopy._cache[0].items()}
+    for _ in range(3):
+        nocopy[0]
+    for k, (value, ops) in before.items():
+        assert torch.equal(nocopy._cache[0][k], value) and len(nocopy._cache[0][k].applied_operations) == ops, k
     for seed in (0, 1):
         moved.set_random_state(seed)
         plain.set_random_state(seed)
