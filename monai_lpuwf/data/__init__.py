@@ -1,7 +1,7 @@
 """UWF image files (readers and writers), triplet datalists, synthetic UWF phantoms, the registration cache and
-the size-grouped batch sampler."""
+the samplers (size-grouped batches, epochs of a fixed number of draws)."""
 
-from .batch_sampler import SizeGroupedBatchSampler
+from .batch_sampler import IterationSampler, SizeGroupedBatchSampler
 from .datalists import (
     IMAGE_SUFFIXES,
     DataSourceError,
@@ -33,4 +33,5 @@ __all__ = [
     "RegistrationCache",
     "register_datalist",
     "SizeGroupedBatchSampler",
+    "IterationSampler",
 ]

@@ -1,12 +1,66 @@
-"""Batches that never mix frame sizes: whole native frames of different sizes in one ``DataLoader``."""
+"""Samplers: batches that never mix frame sizes (whole native frames of different sizes in one ``DataLoader``), and
+an epoch of a fixed number of draws (a small data set does not restart its loader every batch)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+import math
+from collections.abc import Hashable, Iterator, Sequence, Sized
 
+import numpy as np
+import torch
 from torch.utils.data import Sampler
 
-__all__ = ["SizeGroupedBatchSampler"]
+__all__ = ["SizeGroupedBatchSampler", "IterationSampler"]
+
+
+class IterationSampler(Sampler[int]):
+    """An epoch of ``num_samples`` indices: whole random passes over the data, repeated as often as needed.
+
+    Seven training frames in batches of 8 make a one-batch epoch: the data loader's iterator (and its worker
+    processes) would start again for every batch. With ``num_samples = iterations_per_epoch * batch_size`` an
+    epoch is as long as asked; every item appears once per pass (a random permutation each pass, drawn without
+    replacement), so items are used equally often up to one.
+
+    The order depends only on ``(seed, epoch)``: :meth:`set_epoch` selects the epoch (the bundle's
+    :class:`~monai_lpuwf.engines.DeterministicSeedHandler` calls it at every epoch start, so a resumed run draws
+    the same order); without it, each new pass over the sampler advances the epoch by one. Its own generator is
+    used, never the global one, so the order is the same whichever thread iterates (``ThreadDataLoader``).
+
+    Args:
+        data_source: the dataset (or its length).
+        num_samples: indices per epoch (``iterations_per_epoch * batch_size``).
+        seed: base seed of the order.
+        shuffle: ``False``: the passes in index order (``0, 1, ..., n - 1, 0, 1, ...``).
+    """
+
+    def __init__(self, data_source: Sized | int, num_samples: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.size = int(data_source) if isinstance(data_source, int) else len(data_source)
+        if self.size < 1:
+            raise ValueError("IterationSampler: the data set is empty (no item to draw).")
+        if int(num_samples) < 1:
+            raise ValueError(f"IterationSampler: num_samples must be >= 1, got {num_samples}.")
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the order of this epoch at the next pass."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        passes = math.ceil(self.num_samples / self.size)
+        if self.shuffle:
+            seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+            gen = torch.Generator().manual_seed(seed)
+            order = torch.cat([torch.randperm(self.size, generator=gen) for _ in range(passes)])
+        else:
+            order = torch.arange(self.size).repeat(passes)
+        self.epoch += 1
+        return iter(order[: self.num_samples].tolist())
 
 
 class SizeGroupedBatchSampler(Sampler):

@@ -10,7 +10,7 @@ from .checkpoint import (
     load_model,
     load_stage_weights,
 )
-from .determinism import DeterministicSeedHandler, derive_seed
+from .determinism import DeterministicSeedHandler, derive_seed, enable_cudnn_autotune
 from .image_grid import ImageGridHandler, make_image_grid
 from .prepare_batch import PREDICTION_TYPES, AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
 from .progress import TrainingProgressBar
@@ -51,6 +51,7 @@ __all__ = [
     "TrainingProgressBar",
     "compute_scale_factor",
     "derive_seed",
+    "enable_cudnn_autotune",
     "get_batch_item",
     "image_quality_metrics",
     "kl_divergence",

@@ -155,9 +155,11 @@ class LPUWFTrainer(SupervisedTrainer):
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function, prepare_batch: as
             :class:`~monai.engines.SupervisedTrainer`.
-        amp: mixed precision. Honoured on CUDA devices only (a warning is given and it is switched off on CPU).
-            The dtype comes from ``amp_kwargs={"dtype": torch.bfloat16 | torch.float16}`` (default float16, which
-            uses a gradient scaler; bfloat16 does not need one).
+        amp: mixed precision (``torch.autocast``). The dtype comes from ``amp_kwargs={"dtype": torch.bfloat16 |
+            torch.float16}`` (default float16, which uses a gradient scaler; bfloat16 does not need one). Honoured
+            on CUDA, and on CPU with bfloat16 (PyTorch's CPU autocast; slower than float32 on most CPUs, useful to
+            check a run before it goes to a GPU); otherwise a warning is given and it is switched off. Networks
+            prepared with :func:`monai_lpuwf.networks.optimize_for_device` also run their GroupNorms in bfloat16.
         accumulation_steps: mini-batches per optimiser step (gradient accumulation), as in SupervisedTrainer.
         grad_clip_norm: clip the global gradient norm of each optimiser's parameters to this value (None = off).
         decollate: defaults to ``False`` here (the outputs are latents and losses, not images to post-process).
@@ -186,9 +188,11 @@ class LPUWFTrainer(SupervisedTrainer):
         **kwargs: Any,
     ) -> None:
         device = torch.device(device)
-        if amp and device.type != "cuda":
+        amp_dtype = (kwargs.get("amp_kwargs") or {}).get("dtype", torch.float16)
+        if amp and device.type != "cuda" and not (device.type == "cpu" and amp_dtype == torch.bfloat16):
             warnings.warn(
-                f"AMP was requested on device {device}; mixed precision is used on CUDA only, running in float32.",
+                f"AMP with {amp_dtype} was requested on device {device}; mixed precision is used on CUDA, and on "
+                "CPU with bfloat16 only: running in float32.",
                 stacklevel=2,
             )
             amp = False

@@ -15,7 +15,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMSchedule
 from monai.utils import look_up_option, optional_import
 from torch import nn
 
-from .tiling import check_memory, decode_tiled, denoise_tiled, estimate_generation_memory, tile_windows
+from .tiling import TILE_POLICIES, check_memory, choose_tiling, decode_tiled, denoise_tiled, estimate_generation_memory
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -107,9 +107,11 @@ class LPUWFSampler:
     square of the number of latent pixels. Frames whose latent grid exceeds ``denoise_tile`` / ``decode_tile``
     (latent pixels a side) are denoised / decoded in overlapping tiles of that size blended with smooth windows
     (:mod:`monai_lpuwf.inferers.tiling`), so the cost grows linearly with the pixel count (a 4000 x 3200 Optos
-    frame decodes ~12x faster than whole: ``benchmarks/bench_large_frames.py``). Before starting, the memory
-    needed is estimated and compared with the free memory of the device; a frame that cannot fit stops with a
-    ``MemoryError`` that says how much is needed.
+    frame decodes ~12x faster than whole: ``benchmarks/bench_large_frames.py``) - on a CPU; on a GPU
+    (``tile_policy="auto"``) only where the whole frame would not fit in memory or exceeds 4 tiles' area
+    (:func:`~monai_lpuwf.inferers.tiling.choose_tiling`). Before starting, the memory needed is estimated and
+    compared with the free memory of the device; a frame that cannot fit stops with a ``MemoryError`` that says
+    how much is needed.
 
     Args:
         scheduler: ``"ddim"``, ``"ddpm"`` (the paper, use ``num_inference_steps=1000``), ``"pndm"``, or a MONAI
@@ -136,6 +138,11 @@ class LPUWFSampler:
             receptive field is wider than the decoder's, hence a wider default).
         check_memory: estimate the memory needed before starting and stop with a clear ``MemoryError`` if the
             device (GPU memory, or available RAM) has less.
+        tile_policy: when the tiles are used (:data:`~monai_lpuwf.inferers.tiling.TILE_POLICIES`): ``"auto"``
+            (every frame larger than a tile on a CPU; on a GPU only frames that do not fit in memory or exceed 4
+            tiles' area), ``"size"`` (every frame larger than a tile), ``"memory"`` (only frames that do not fit).
+        memory_limit: bytes a call may use, for the tiling choice and the memory check; ``None``: the device's
+            free memory.
         scheduler_kwargs: more arguments of the scheduler (see :func:`build_scheduler`).
 
     Defaults of ``scheduler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``clip_sample`` and ``eta``:
@@ -166,6 +173,8 @@ class LPUWFSampler:
         denoise_overlap: int = 32,
         check_memory: bool = True,
         scheduler_kwargs: Mapping[str, Any] | None = None,
+        tile_policy: str = "auto",
+        memory_limit: int | None = None,
     ) -> None:
         if num_inference_steps < 1 or num_samples < 1:
             raise ValueError("num_inference_steps and num_samples must be >= 1.")
@@ -193,6 +202,8 @@ class LPUWFSampler:
         self.denoise_tile = None if denoise_tile is None else int(denoise_tile)
         self.denoise_overlap = int(denoise_overlap)
         self.check_memory = check_memory
+        self.tile_policy = look_up_option(tile_policy, TILE_POLICIES)
+        self.memory_limit = None if memory_limit is None else int(memory_limit)
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
 
     def make_scheduler(self, model: nn.Module) -> Scheduler:
@@ -240,22 +251,24 @@ class LPUWFSampler:
             kwargs["eta"] = self.eta
         return kwargs
 
-    def tiling(self, model: nn.Module, image_spatial: Sequence[int]) -> dict[str, list]:
-        """The latent windows of the decoder and of the denoiser for a padded image size (one window: no tiling)."""
+    def tiling(
+        self, model: nn.Module, image_spatial: Sequence[int], batch: int = 1, device: torch.device | str | None = None
+    ) -> dict[str, list]:
+        """The latent windows of the decoder and of the denoiser for ``batch`` images of a padded size (one window:
+        no tiling), chosen by ``tile_policy`` for ``device`` (default: the model's)."""
         model = getattr(model, "module", model)
-        latent = [int(s) // model.downsample_factor for s in image_spatial]
-        multiple = model.size_divisor // model.downsample_factor
-        return {
-            "decode": tile_windows(latent, self.decode_tile, self.decode_overlap),
-            "denoise": tile_windows(latent, self.denoise_tile, self.denoise_overlap, multiple),
-        }
+        device = next(model.parameters()).device if device is None else device
+        return choose_tiling(
+            model, batch, image_spatial, self.decode_tile, self.decode_overlap, self.denoise_tile,
+            self.denoise_overlap, self.num_samples, self.tile_policy, device, self.memory_limit,
+        )  # fmt: skip
 
     def memory_estimate(self, model: nn.Module, batch: int, image_spatial: Sequence[int]) -> int:
         """Rough peak memory in bytes (beyond the weights) of one call on ``batch`` images of this size."""
         model = getattr(model, "module", model)
         divisor = model.size_divisor
         padded = [int(s) + (-int(s)) % divisor for s in image_spatial]
-        windows = self.tiling(model, padded)
+        windows = self.tiling(model, padded, batch)
         return estimate_generation_memory(model, batch, padded, windows["decode"], windows["denoise"], self.num_samples)
 
     def __call__(
@@ -307,7 +320,7 @@ class LPUWFSampler:
         device = next(model.parameters()).device
         slo = slo.to(device)
         batch = slo.shape[0]
-        windows = self.tiling(model, slo.shape[2:])
+        windows = self.tiling(model, slo.shape[2:], batch, device)
         if self.check_memory:
             needed = estimate_generation_memory(
                 model, batch, slo.shape[2:], windows["decode"], windows["denoise"], self.num_samples
@@ -319,6 +332,7 @@ class LPUWFSampler:
                 f"({len(windows['denoise'])} denoising and {len(windows['decode'])} decoding tile(s))",
                 f"use smaller tiles (decode_tile={self.decode_tile}, denoise_tile={self.denoise_tile} latent pixels), "
                 "one image per batch, or a machine with more memory; check_memory=False skips this check.",
+                self.memory_limit,
             )
         whole_decode = len(windows["decode"]) == 1
         with_cond = model.autoencoder.condition_encoder is not None

@@ -7,6 +7,13 @@ tiles overlap; each tile's output is weighted by a window that is 1 inside and f
 near 0 over the overlap at the sides shared with another tile (not at the frame's border), and the weighted outputs
 are normalised by the summed weights, so the result has no seams. The U-Net and the autoencoder were trained on
 512 x 512 crops (128 x 128 latents), so tiles of that size are also what the networks know best.
+
+When to tile (:func:`choose_tiling`, ``policy``): tiles cost time where a frame fits (the overlap is computed
+twice, small kernels keep a GPU less busy: 13 % at 640 x 512 on an H200), so on an accelerator (``"auto"``) a
+network processes the whole frame unless the memory estimate says it does not fit, or the frame exceeds
+:data:`WHOLE_FRAME_TILES` tiles' area (there the attention's quadratic time dominates). On a CPU ``"auto"`` tiles
+every frame larger than a tile, as measured in ``benchmarks/bench_large_frames.py`` (whole-frame decoding 3.2x
+slower at 1280 x 1024).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.utils import optional_import
+from monai.utils import look_up_option, optional_import
 from torch import nn
 
 psutil, has_psutil = optional_import("psutil")
@@ -30,7 +37,17 @@ __all__ = [
     "estimate_generation_memory",
     "available_memory",
     "check_memory",
+    "choose_tiling",
+    "TILE_POLICIES",
+    "WHOLE_FRAME_TILES",
 ]
+
+#: ``"auto"``: ``"size"`` on a CPU, else whole frames while they fit (memory) up to :data:`WHOLE_FRAME_TILES`
+#: tiles' area; ``"size"``: tile every frame larger than a tile; ``"memory"``: tile only when the whole frame does
+#: not fit in memory.
+TILE_POLICIES = ("auto", "size", "memory")
+#: largest whole frame under ``"auto"`` on an accelerator, in tiles' areas (latent pixels / tile side squared)
+WHOLE_FRAME_TILES = 4
 
 Window = tuple[slice, ...]
 
@@ -312,3 +329,70 @@ def check_memory(needed: int, device: torch.device | str, what: str, advice: str
         raise MemoryError(
             f"{what} needs about {_gib(needed)} of memory but only {_gib(available)} is available on {device}; {advice}"
         )
+
+
+def choose_tiling(
+    model: nn.Module,
+    batch: int,
+    image_spatial: Sequence[int],
+    decode_tile: int | None,
+    decode_overlap: int,
+    denoise_tile: int | None,
+    denoise_overlap: int,
+    num_samples: int = 1,
+    policy: str = "auto",
+    device: torch.device | str = "cpu",
+    memory_limit: int | None = None,
+) -> dict[str, list[Window]]:
+    """The decoder's and the denoiser's latent windows for a batch of padded frames (one window: no tiling).
+
+    Args:
+        model: an :class:`~monai_lpuwf.networks.LPUWFModel`.
+        batch: images per call.
+        image_spatial: padded image size (multiples of ``model.size_divisor``).
+        decode_tile, decode_overlap, denoise_tile, denoise_overlap: tile sides and overlaps in latent pixels
+            (``None``: never tile that network).
+        num_samples: draws per image (for the memory estimate).
+        policy: one of :data:`TILE_POLICIES`. Under ``"memory"`` (and ``"auto"`` off the CPU) each network runs on
+            the whole frame when :func:`estimate_generation_memory` of that choice fits in ``memory_limit`` (else
+            the device's free memory; unknown: fits): both whole first, then the decoder tiled, then the denoiser
+            tiled, else both tiled. ``"auto"`` also tiles a network whose frame exceeds :data:`WHOLE_FRAME_TILES`
+            times its tile's area.
+        device: where the networks run (``"auto"``: CPU or accelerator; free memory).
+        memory_limit: bytes the generation may use; ``None``: the device's free memory.
+
+    Returns:
+        ``{"decode": windows, "denoise": windows}``.
+    """
+    policy = look_up_option(policy, TILE_POLICIES)
+    factor = model.downsample_factor
+    latent = [int(s) // factor for s in image_spatial]
+    multiple = model.size_divisor // factor
+    tiled = {
+        "decode": tile_windows(latent, decode_tile, decode_overlap),
+        "denoise": tile_windows(latent, denoise_tile, denoise_overlap, multiple),
+    }
+    on_cpu = torch.device(device).type == "cpu"
+    if policy == "size" or (policy == "auto" and on_cpu):
+        return tiled
+    cap = WHOLE_FRAME_TILES if policy == "auto" else None
+    pixels = math.prod(latent)
+    may_be_whole = {
+        name: cap is None or tile is None or pixels <= cap * int(tile) ** 2
+        for name, tile in (("decode", decode_tile), ("denoise", denoise_tile))
+    }
+    whole = [tuple(slice(0, s) for s in latent)]
+    budget = available_memory(device) if memory_limit is None else int(memory_limit)
+    for dec_whole, den_whole in ((True, True), (False, True), (True, False)):
+        if (dec_whole and not may_be_whole["decode"]) or (den_whole and not may_be_whole["denoise"]):
+            continue
+        choice = {
+            "decode": whole if dec_whole else tiled["decode"],
+            "denoise": whole if den_whole else tiled["denoise"],
+        }
+        needed = estimate_generation_memory(
+            model, batch, image_spatial, choice["decode"], choice["denoise"], num_samples
+        )
+        if budget is None or needed <= budget:
+            return choice
+    return tiled

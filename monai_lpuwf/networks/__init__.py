@@ -1,9 +1,10 @@
 """LPUWF-LDM networks on MONAI core classes: gated SLO encoder, conditional AutoencoderKL, the full model,
-presets and monai-generative checkpoint compatibility."""
+presets, monai-generative checkpoint compatibility and accelerator compute options."""
 
 from .autoencoder import ConditionalAutoencoderKL
 from .compat import convert_monai_generative_state_dict, load_monai_generative_state_dict
 from .condition_encoder import GatedConditionEncoder
+from .device_options import AutocastGroupNorm, optimize_for_device
 from .model import LPUWFModel
 from .presets import PRESETS, build_model
 
@@ -15,4 +16,6 @@ __all__ = [
     "build_model",
     "convert_monai_generative_state_dict",
     "load_monai_generative_state_dict",
+    "AutocastGroupNorm",
+    "optimize_for_device",
 ]

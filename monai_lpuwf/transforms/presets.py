@@ -3,7 +3,13 @@
 Training (:func:`uwf_train_transforms`), per item::
 
     load slo/early/late -> [register late onto early] -> [sharpen slo] -> [resize] -> field of view -> CTRD map
-    -> [augment: rotation +/-5 deg, random crop, vertical + horizontal flips, identical for every key] -> float32
+    -> [to ``device``] -> [augment: rotation +/-5 deg, random crop, vertical + horizontal flips, identical for
+    every key] -> float32
+
+Everything before the augmentation is deterministic, so :class:`monai.data.CacheDataset` computes it once per
+item; with ``device="cuda:0"`` the cached items live on the GPU and the random transforms (MONAI's torch
+backends: rotation by ``grid_sample``, crops by slicing, flips by ``torch.flip``) run there too (MONAI's fast
+training recipe: cache on the device, ``ThreadDataLoader``).
 
 Inference (:func:`uwf_inference_transforms`)::
 
@@ -95,6 +101,7 @@ def uwf_train_transforms(
     late_key: str = UWFKeys.LATE.value,
     fov_key: str = UWFKeys.FOV.value,
     ctrd_key: str = UWFKeys.CTRD.value,
+    device: str | torch.device | None = None,
 ) -> Compose:
     """Dictionary pipeline turning a triplet of file paths into training tensors.
 
@@ -125,6 +132,10 @@ def uwf_train_transforms(
         load_kwargs: for :class:`LoadUWFImaged` (``spatial_mismatch``, ``fa_colour``, ...). With ``register``,
             ``spatial_mismatch`` defaults to ``"ignore"`` (registration resamples onto the early-phase grid).
         slo_key, early_key, late_key, fov_key, ctrd_key: dictionary keys.
+        device: move the deterministic result (float32) to this device before the random transforms, e.g.
+            ``"cuda:0"``: a :class:`~monai.data.CacheDataset` then caches the items on the GPU and the
+            augmentation runs there (load them with ``num_workers=0``, e.g. :class:`~monai.data.ThreadDataLoader`:
+            worker processes cannot share CUDA tensors). ``None`` (default): no move, CPU tensors.
 
     Returns:
         a :class:`monai.transforms.Compose` producing ``slo`` ``(3, H, W)``, ``early`` and (``with_late``) ``late``
@@ -167,6 +178,8 @@ def uwf_train_transforms(
         ]
         if not augment:
             xforms.append(CenterSpatialCropd(keys=all_keys, roi_size=size))
+    if device is not None:  # the last deterministic step: a CacheDataset caches the items on the device
+        xforms.append(EnsureTyped(keys=all_keys, dtype=torch.float32, device=torch.device(device)))
     if augment:
         angle = math.radians(rotate_deg)
         n_img = len(image_keys)

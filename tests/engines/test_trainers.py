@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
@@ -292,9 +294,9 @@ def test_latent_diffusion_passes_weight_map_and_mask_to_the_loss(model_factory, 
     assert seen == {"pred": (2, 4, latent, latent), "weight_map": (2, 1, 32, 32), "mask": (2, 1, 32, 32)}
 
 
-def test_amp_on_cpu_warns_and_trains_in_float32(model_factory, batches):
+def test_float16_amp_on_cpu_warns_and_trains_in_float32(model_factory, batches):
     ae = set_trainable(model_factory().autoencoder, [""], ["condition_encoder"])
-    with pytest.warns(UserWarning, match="CUDA only"):
+    with pytest.warns(UserWarning, match="CPU with bfloat16 only"):
         trainer = AutoencoderGanTrainer(
             device="cpu",
             max_epochs=1,
@@ -302,11 +304,55 @@ def test_amp_on_cpu_warns_and_trains_in_float32(model_factory, batches):
             network=ae,
             optimizer=torch.optim.Adam(trainable_parameters(ae), 1e-4),
             amp=True,
-            amp_kwargs={"dtype": torch.bfloat16},
+            amp_kwargs={"dtype": torch.float16},
         )
     trainer.run()
     assert not trainer.amp and trainer.scaler is None
     assert trainer.state.output["pred"].dtype == torch.float32
+
+
+def test_bfloat16_autocast_on_cpu_trains_the_diffusion_stage(model_factory, batches):
+    """bfloat16 AMP runs on CPU (the path a GPU run takes, checked without one): the denoiser's convolutions and
+    GroupNorms (``optimize_for_device(low_precision_norms=True)``) compute in bfloat16; the loss stays finite and
+    within bfloat16 rounding of the float32 step's loss on the same batch, noise and timesteps."""
+    from monai_lpuwf.networks import optimize_for_device
+
+    losses, seen = {}, {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        model = optimize_for_device(set_trainable(model_factory(), ["unet", "controlnet"]), low_precision_norms=True)
+        model.scale_factor.fill_(0.5)
+        dtypes: dict[str, set] = {"conv": set(), "norm": set()}
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out, k=k, d=dtypes: d[k].add(out.dtype))
+            for k, cls in (("conv", torch.nn.Conv2d), ("norm", torch.nn.GroupNorm))
+            for m in model.unet.modules()
+            if isinstance(m, cls)
+        ]
+        scheduler = DDPMScheduler(num_train_timesteps=1000)
+        trainer = LatentDiffusionTrainer(
+            device="cpu",
+            max_epochs=1,
+            train_data_loader=batches[:1],
+            network=model,
+            optimizer=torch.optim.Adam(trainable_parameters(model), 1e-4),
+            loss_function=torch.nn.MSELoss(),
+            scheduler=scheduler,
+            prepare_batch=LatentDiffusionPrepareBatch(1000, model.encode_latents, prediction_type="sample"),
+            amp=amp,
+            amp_kwargs={"dtype": torch.bfloat16},
+        )
+        trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: torch.manual_seed(1))  # same noise and timesteps
+        trainer.run()
+        for h in hooks:
+            h.remove()
+        assert trainer.amp is amp
+        losses[amp], seen[amp] = float(trainer.state.output["loss"]), dtypes
+    assert seen[False] == {"conv": {torch.float32}, "norm": {torch.float32}}
+    assert seen[True] == {"conv": {torch.bfloat16}, "norm": {torch.bfloat16}}
+    assert math.isfinite(losses[True])
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 per operation): a few percent after two networks
+    assert abs(losses[True] - losses[False]) < 0.05 * losses[False]
 
 
 def test_set_trainable_and_errors(model_factory):

@@ -146,3 +146,62 @@ def test_tiles_of_a_collated_metatensor_batch(random_model):
         sampler._sample(batch, random_model, None)  # the MetaTensor itself: what the fix avoids
     out = sampler(batch, random_model)["pred"]
     torch.testing.assert_close(out, sampler(batch.as_tensor(), random_model)["pred"])
+
+
+def _sizes(random_model, spatial, sampler):
+    """(whole, tiled) memory estimates of one frame (the oracle of the tiling choice)."""
+    tiled = tiling.tile_windows([s // random_model.downsample_factor for s in spatial], 32, 8)
+    whole = tiling.tile_windows([s // random_model.downsample_factor for s in spatial], None, 8)
+    est = tiling.estimate_generation_memory
+    return est(random_model, 1, spatial, whole, whole), est(random_model, 1, spatial, tiled, tiled)
+
+
+def test_tile_only_when_the_memory_estimate_says_so(random_model):
+    """``tile_policy="memory"``: a frame whose whole-frame estimate fits is not tiled, one that does not fit is;
+    between the two, only the decoder is tiled (the cheaper change first)."""
+    kwargs = {"decode_tile": 32, "decode_overlap": 8, "denoise_tile": 32, "denoise_overlap": 8}
+    spatial = (256, 192)  # 64 x 48 latents: 3 x 2 tiles of each network under the size rule
+    whole, tiled = _sizes(random_model, spatial, None)
+    assert tiled < whole
+    fits = LPUWFSampler(num_inference_steps=1, tile_policy="memory", memory_limit=whole, **kwargs)
+    assert {k: len(v) for k, v in fits.tiling(random_model, spatial).items()} == {"decode": 1, "denoise": 1}
+    short = LPUWFSampler(num_inference_steps=1, tile_policy="memory", memory_limit=whole - 1, **kwargs)
+    windows = short.tiling(random_model, spatial)
+    assert len(windows["decode"]) == 6 and len(windows["denoise"]) in (1, 6)
+    tight = LPUWFSampler(num_inference_steps=1, tile_policy="memory", memory_limit=tiled, **kwargs)
+    assert {k: len(v) for k, v in tight.tiling(random_model, spatial).items()} == {"decode": 6, "denoise": 6}
+    # the size rule (and "auto" on a CPU) tiles it whatever the memory
+    for policy in ("size", "auto"):
+        sampler = LPUWFSampler(num_inference_steps=1, tile_policy=policy, memory_limit=10 * whole, **kwargs)
+        assert {k: len(v) for k, v in sampler.tiling(random_model, spatial).items()} == {"decode": 6, "denoise": 6}
+
+
+def test_a_frame_that_fits_is_generated_whole(random_model):
+    """Not tiled means the untiled computation: the same output as tiles switched off, to the last bit."""
+    slo = _rand((1, 3, 224, 160), 7)
+    kwargs = {"decode_tile": 32, "decode_overlap": 8, "denoise_tile": 32, "denoise_overlap": 8}
+    fits = LPUWFSampler(num_inference_steps=2, tile_policy="memory", memory_limit=2**40, **kwargs)(slo, random_model)
+    whole = LPUWFSampler(num_inference_steps=2, decode_tile=None, denoise_tile=None)(slo, random_model)
+    tiled = LPUWFSampler(num_inference_steps=2, tile_policy="size", **kwargs)(slo, random_model)
+    assert torch.equal(fits["pred"], whole["pred"])
+    assert not torch.equal(tiled["pred"], whole["pred"])
+
+
+def test_auto_policy_on_a_gpu_keeps_native_frames_whole_and_tiles_optos_frames(random_model):
+    """On an accelerator (``device="cuda"``: only its type is read here) with the default tiles: 640 x 512 and
+    853 x 682 frames run whole (the H200 run of issue 19: tiles cost 13 % at 640 x 512), a 3900 x 3072 frame is
+    tiled (more than WHOLE_FRAME_TILES tiles' area), and a frame that fits no memory is tiled too."""
+    choose = tiling.choose_tiling
+
+    def counts(spatial, limit, policy="auto", device="cuda"):
+        windows = choose(random_model, 1, spatial, 128, 16, 256, 32, 1, policy, device, limit)
+        return len(windows["decode"]), len(windows["denoise"])
+
+    big = 2**40
+    assert counts((512, 640), big) == (1, 1)
+    assert counts((704, 864), big) == (1, 1)
+    assert counts((704, 864), big, device="cpu") == (4, 1)  # the CPU keeps the size rule (2 x 2 decoder tiles)
+    optos = counts((3072, 3904), big)
+    assert optos == counts((3072, 3904), big, policy="size") and min(optos) > 1
+    assert counts((3072, 3904), big, policy="memory") == (1, 1)  # memory alone would run it whole
+    assert counts((704, 864), 2**20) == (4, 1)  # 1 MiB free: nothing fits, the size rule's tiles

@@ -132,6 +132,41 @@ def test_train_pipeline_batches_through_cache_dataset(tmp_path):
     assert batch["ctrd"].min() >= 0 and batch["ctrd"].max() <= 1
 
 
+def test_device_option_caches_the_deterministic_work_and_augments_after_it(tmp_path):
+    """``device=...`` (the bundle's ``data_device``, on a GPU ``cuda:0``; here the CPU, the same code path): the
+    CacheDataset holds the whole frames after the field of view and CTRD map (no augmentation), every transform
+    after the move runs on torch tensors (MONAI's torch backend: the GPU can run it), and the augmented items are
+    the ones of the pipeline without the move, draw for draw."""
+    from monai.transforms import Randomizable
+    from monai.utils import TransformBackends
+
+    recs = generate_phantoms(tmp_path, num=3, size=(96, 80))
+    items = [{k: r[k] for k in ("slo", "early", "late")} for r in recs]
+    moved = uwf_train_transforms((64, 48), device="cpu")
+    plain = uwf_train_transforms((64, 48))
+    first_random = next(i for i, t in enumerate(moved.transforms) if isinstance(t, Randomizable))
+    assert type(moved.transforms[first_random - 1]).__name__ == "EnsureTyped"  # the move is the last cached step
+    for t in moved.transforms[first_random:]:
+        assert TransformBackends.TORCH in t.backend, f"{type(t).__name__} has no torch backend"
+    ds = CacheDataset(items, moved, progress=False)
+    cached = ds._cache[0]
+    assert tuple(cached["slo"].shape) == (3, 96, 80) and cached["slo"].dtype == torch.float32  # whole frame
+    assert isinstance(cached["slo"], torch.Tensor) and cached["slo"].device.type == "cpu"
+    # configs/gpu.json caches without copying (copy_cache=False): the augmentation must leave the cache untouched
+    nocopy = CacheDataset(items, uwf_train_transforms((64, 48), device="cpu"), progress=False, copy_cache=False)
+    before = {k: (v.clone(), len(v.applied_operations)) for k, v in nocopy._cache[0].items()}
+    for _ in range(3):
+        nocopy[0]
+    for k, (value, ops) in before.items():
+        assert torch.equal(nocopy._cache[0][k], value) and len(nocopy._cache[0][k].applied_operations) == ops, k
+    for seed in (0, 1):
+        moved.set_random_state(seed)
+        plain.set_random_state(seed)
+        a, b = moved(items[1]), plain(items[1])
+        for k in ("slo", "early", "late", "fov", "ctrd"):
+            torch.testing.assert_close(a[k].as_tensor(), b[k].as_tensor(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("size", [(682, 853), (512, 640), (37, 50)])
 @pytest.mark.parametrize("divisor", [8, 32])
 def test_inference_padding_is_inverted_to_native_size(tmp_path, size, divisor):
