@@ -1,4 +1,5 @@
-"""UWF transforms: loading, field of view, SLO sharpening, elastix registration, CTRD map and presets."""
+"""UWF transforms: loading, field of view, SLO sharpening, registration (vessel-based ``RegisterUWF`` for real frames,
+elastix), vessel maps and the vessel correlation, CTRD map and presets."""
 
 from .difference import (
     NORMALIZATIONS,
@@ -38,6 +39,15 @@ from .scale import (
     TrainingScaleRecord,
     training_scale,
 )
+from .uwf_registration import (
+    MIN_VESSEL_CORRELATION,
+    SEARCH_GRIDS,
+    RegisterUWF,
+    RegisterUWFD,
+    RegisterUWFd,
+    RegisterUWFDict,
+)
+from .vessels import VESSEL_SIGMAS, registration_mask, vessel_band, vessel_correlation, vessel_grey, vessel_map
 
 __all__ = [
     "MODALITIES",
@@ -74,6 +84,18 @@ __all__ = [
     "METRICS",
     "REGISTRATION_KEY",
     "similarity",
+    "RegisterUWF",
+    "RegisterUWFd",
+    "RegisterUWFD",
+    "RegisterUWFDict",
+    "MIN_VESSEL_CORRELATION",
+    "SEARCH_GRIDS",
+    "VESSEL_SIGMAS",
+    "vessel_grey",
+    "vessel_band",
+    "vessel_correlation",
+    "vessel_map",
+    "registration_mask",
     "uwf_train_transforms",
     "uwf_inference_transforms",
     "REGISTER_TARGETS",
