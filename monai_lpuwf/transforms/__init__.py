@@ -20,7 +20,7 @@ from .output import (
     output_levels,
     save_generated,
 )
-from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
+from .presets import REGISTER_METHODS, REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
 from .registration import (
     METRICS,
     MODES,
@@ -99,6 +99,7 @@ __all__ = [
     "uwf_train_transforms",
     "uwf_inference_transforms",
     "REGISTER_TARGETS",
+    "REGISTER_METHODS",
     "TRAINING_SCALE_KEY",
     "training_scale",
     "TrainingScaleRecord",
