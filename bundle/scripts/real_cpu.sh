@@ -29,7 +29,10 @@ BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
 REAL_DATA="$(cd "$REAL_DATA" && pwd)"
 
 COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
-TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --preset small --image_size "[128,128]" --log_interval 50)
+# registered pairs: the SLO and the late FA onto the early FA (RegisterUWF, cached in <bundle_root>/work/registration);
+# pairs it cannot align are left out with a named line (on the shared samples the SLOs of train/1 and train/4)
+TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --register "['late','slo']" --preset small --image_size "[128,128]"
+    --log_interval 50)
 STAGE1=(--max_epochs 300 --val_interval 300 --lr 5e-4)
 STAGE2=(--max_epochs 150 --val_interval 150 --lr 5e-4 --adversarial_warmup_epochs 10)
 # one learning rate: the ControlNet at x6 collapsed on the real frames (every eye the same picture,

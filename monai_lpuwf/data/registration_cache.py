@@ -154,6 +154,7 @@ def register_datalist(
     transform: Any,
     num_workers: int | None = None,
     progress: bool = True,
+    drop_refused: bool = True,
 ) -> list:
     """Fill the registration cache of ``transform`` for every item of ``datalist``, in parallel.
 
@@ -169,9 +170,12 @@ def register_datalist(
         num_workers: worker processes (``None``: one per CPU, at most one per item; ``0``: this process). Each
             worker that has something to register loads ITK once (tens of seconds).
         progress: show a progress bar (tqdm) over the items.
+        drop_refused: leave out the items with a registration whose status is ``"refused"`` (a pair
+            :class:`~monai_lpuwf.transforms.RegisterUWF` could not align: frames of two eyes, or too few vessels),
+            with one warning line naming each; ``False`` keeps them (unregistered).
 
     Returns:
-        ``datalist`` as a list (unchanged), so that a config can write
+        ``datalist`` as a list (without the refused items when ``drop_refused``), so that a config can write
         ``"data": "$monai_lpuwf.data.register_datalist(@train_datalist, @train#preprocessing)"``.
 
     Raises:
@@ -185,11 +189,14 @@ def register_datalist(
     bar = tqdm(total=len(items), desc="registration", unit="item") if progress and has_tqdm else None
     hits = misses = 0
     statuses: list[str] = []
+    refused: dict[int, list[str]] = {}
 
     def collect(result: tuple[int, int, int, list[str]]) -> None:
         nonlocal hits, misses
         hits, misses = hits + result[1], misses + result[2]
         statuses.extend(result[3])
+        if "refused" in result[3]:
+            refused[result[0]] = result[3]
         if bar is not None:
             bar.update(1)
 
@@ -216,9 +223,15 @@ def register_datalist(
     finally:
         if bar is not None:
             bar.close()
-    fallbacks = sum(s != "registered" for s in statuses)
+    fallbacks = sum(s not in ("registered", "refused") for s in statuses)
     logger.info(
         f"registration: {len(items)} items, {misses} registered now, {hits} from the cache "
-        f"({prefix[-1].cache.cache_dir}); {fallbacks} kept unregistered (identity fallback)."
+        f"({prefix[-1].cache.cache_dir}); {fallbacks} kept unregistered (identity fallback); {len(refused)} with a "
+        f"refused pair{' (left out)' if drop_refused else ''}."
     )
-    return items
+    for i in sorted(refused):
+        logger.warning(
+            f"registration refused: item {i} ({dict(items[i])}): its frames could not be aligned (vessel correlation "
+            f"below the threshold); {'left out of the data' if drop_refused else 'kept unregistered'}."
+        )
+    return [item for i, item in enumerate(items) if not (drop_refused and i in refused)]

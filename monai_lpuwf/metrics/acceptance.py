@@ -68,15 +68,17 @@ def format_acceptance(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the model's and the trivial predictors' scores and of :func:`acceptance_checks`."""
     lines = []
     scores = summary.get("scores", {})
-    names = [p for p in ("model", "constant", "early") if p in scores]
+    names = [p for p in ("model", "constant", "early", "model_aligned", "early_aligned") if p in scores]
     cols = ("psnr", "psnr_fov", "psnr_lesion", "ssim", "ms_ssim")
-    lines.append(f"{'predictor':<10}" + "".join(f"{c:>13}" for c in cols))
+    if any("vessel_corr" in scores[p] for p in names):
+        cols += ("vessel_corr",)
+    lines.append(f"{'predictor':<14}" + "".join(f"{c:>13}" for c in cols))
     for p in names:
         cells = []
         for c in cols:
             v = _mean(summary, p, c)
             cells.append(f"{v:>13.3f}" if v is not None and v == v else f"{'n/a':>13}")
-        lines.append(f"{p:<10}" + "".join(cells))
+        lines.append(f"{p:<14}" + "".join(cells))
     sens = summary.get("input_sensitivity", {}) or {}
     if "cross_input_corr" in sens:
         lines.append(

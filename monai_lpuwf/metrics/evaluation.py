@@ -9,6 +9,16 @@ spectra, and at the end of the run writes :class:`~monai_lpuwf.metrics.report.Ev
 ``scores.csv``, ``summary.json`` (with FID, IS and spectral distances of every predictor), ``examples.png`` and
 ``spectrum.png``.
 
+Real frames are not in the generated image's geometry (the SLO the model saw is not registered onto the late
+frame it is scored against), so with ``align=True`` (default) every frame is also scored after aligning the
+generated image, and the early-phase predictor, onto the real late frame (:class:`~monai_lpuwf.transforms.
+RegisterUWF`, mono-modal: vessels onto vessels): rows ``model_aligned`` and ``early_aligned`` beside the raw
+``model`` and ``early`` rows (a frame whose alignment is refused is scored unmoved in the aligned row, and
+``summary.json``'s ``"alignment"`` lists every frame's status and vessel correlation). Every row has a
+``vessel_corr`` column: the vessel correlation (:func:`~monai_lpuwf.transforms.vessel_correlation`, DoG sigma 1
+and 4 px) with the real late frame inside its field of view - whether the model draws vessels where the eye has
+them (a constant image scores 0).
+
 The helpers :func:`fid_extractor`, :func:`optional_lpips` and :func:`constant_baseline` build the handler's
 inputs from bundle options with messages that name the option to change.
 """
@@ -34,11 +44,14 @@ from monai_lpuwf.metrics.baselines import (
     training_mean_intensity,
 )
 from monai_lpuwf.metrics.fid import frechet_distance_from_features
+from monai_lpuwf.metrics.frame_scores import score_frames
 from monai_lpuwf.metrics.inception import INCEPTION_WEIGHTS_ENV, InceptionFeatureExtractor
 from monai_lpuwf.metrics.inception_score import inception_score
 from monai_lpuwf.metrics.report import EvaluationReport
 from monai_lpuwf.metrics.sensitivity import input_sensitivity, pairwise_correlation
 from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
+from monai_lpuwf.transforms.uwf_registration import RegisterUWF
+from monai_lpuwf.transforms.vessels import registration_mask, vessel_correlation, vessel_grey
 
 __all__ = [
     "GenerationEvaluationHandler",
@@ -183,6 +196,8 @@ class GenerationEvaluationHandler:
         seed_check_images: frames regenerated for the seed check (the cost of a second generation is bounded).
         sensitivity_size: frames are area-resized to this square grid for the input-sensitivity correlations when
             their sizes differ (same-size frames are correlated as they are).
+        align: also score the model and the early phase after aligning them onto the real late frame (rows
+            ``model_aligned``, ``early_aligned``; see the module docstring).
         pred_key, late_key, early_key, slo_key, std_key, fov_key: item keys.
 
     The handler reads, per frame, the merged ``engine.state.batch[i]`` / ``engine.state.output[i]`` dictionary:
@@ -211,6 +226,7 @@ class GenerationEvaluationHandler:
         seed_check_sampler: Any = None,
         seed_check_images: int = 8,
         sensitivity_size: int = 128,
+        align: bool = True,
         pred_key: str = "pred",
         late_key: str = "late",
         early_key: str = "early",
@@ -236,6 +252,8 @@ class GenerationEvaluationHandler:
         self.seed_check_sampler = seed_check_sampler
         self.seed_check_images = int(seed_check_images)
         self.sensitivity_size = int(sensitivity_size)
+        self.aligner = RegisterUWF(kind="mono", warn=False) if align else None
+        self.alignment: dict[str, dict[str, Any]] = {}
         # the scored frames, and (for the first seed_check_images of them) the same frames drawn with another seed
         self.sensitivity: dict[str, list[torch.Tensor]] = {"pred": [], "late": [], "other_seed": []}
         self.keys = {"pred": pred_key, "late": late_key, "early": early_key, "slo": slo_key, "std": std_key,
@@ -283,6 +301,7 @@ class GenerationEvaluationHandler:
         scores = score_with_baselines(
             pred, late, self.constant_value, early, fov=fov, top_percent=self.top_percent, perceptual=self.perceptual
         )
+        scores = self._add_vessel_and_aligned_scores(image_id, scores, pred, late, early, fov)
         self.report.add([image_id], scores)
         images = {"real": late, "model": pred}
         if self.constant_value is not None:
@@ -304,6 +323,40 @@ class GenerationEvaluationHandler:
                   "pred_std": _batch(item.get(k["std"]))}],
                 max_rows=self.max_examples,
             )  # fmt: skip
+
+    def _add_vessel_and_aligned_scores(self, image_id, scores, pred, late, early, fov) -> dict:
+        """``vessel_corr`` for every predictor; with ``align``, the ``model_aligned`` / ``early_aligned`` rows."""
+        late_np = late[0].numpy()
+        mask = fov[0, 0].numpy() > 0.5 if fov is not None else registration_mask(late_np, "fa")
+        late_grey = vessel_grey(late_np, "fa")
+
+        def vessel_corr(image: torch.Tensor, support=None) -> torch.Tensor:
+            m = mask if support is None else mask & support
+            return torch.tensor([vessel_correlation(late_grey, vessel_grey(image[0].numpy(), "fa"), m)])
+
+        out = {name: {**cols, "vessel_corr": vessel_corr(constant_prediction(late, self.constant_value))
+                      if name == "constant" else vessel_corr(pred if name == "model" else early)}
+               for name, cols in scores.items()}  # fmt: skip
+        if self.aligner is None:
+            return out
+        self.alignment[image_id] = {}
+        for name, image in (("model", pred), ("early", early)):
+            if image is None:
+                continue
+            moved = self.aligner(image[0], late[0])
+            info = moved.meta["registration"]
+            self.alignment[image_id][name] = {
+                k: info[k] for k in ("status", "vessel_correlation_before", "vessel_correlation_after", "matrix_rc")
+            }
+            aligned = moved.as_tensor()[None].float()
+            # pixels moved in from outside the generated frame are not scored
+            support = self.aligner.apply_transform(torch.ones_like(image[0]), moved, nearest=True)[None] > 0.5
+            fov_aligned = support.float() if fov is None else fov * support
+            cols = score_frames(
+                aligned, late, fov=fov_aligned, early=early, top_percent=self.top_percent, perceptual=self.perceptual
+            )
+            out[f"{name}_aligned"] = {**cols, "vessel_corr": vessel_corr(aligned, support[0, 0].numpy())}
+        return out
 
     def _add_sensitivity_item(self, item: Mapping[str, Any], pred: torch.Tensor, late: torch.Tensor) -> None:
         """Keep the frame for the input-sensitivity figures; regenerate it with another seed when asked."""
@@ -384,6 +437,7 @@ class GenerationEvaluationHandler:
             "lpips": self.perceptual is not None,
             **self.distribution_scores(),
             "input_sensitivity": self.input_sensitivity(),
+            "alignment": self.alignment,
             "settings": self.settings,
         }
         figure = None

@@ -1,4 +1,5 @@
-"""UWF transforms: loading, field of view, SLO sharpening, elastix registration, CTRD map and presets."""
+"""UWF transforms: loading, field of view, SLO sharpening, registration (vessel-based ``RegisterUWF`` for real frames,
+elastix), vessel maps and the vessel correlation, CTRD map and presets."""
 
 from .difference import (
     NORMALIZATIONS,
@@ -19,7 +20,7 @@ from .output import (
     output_levels,
     save_generated,
 )
-from .presets import REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
+from .presets import REGISTER_METHODS, REGISTER_TARGETS, uwf_inference_transforms, uwf_train_transforms
 from .registration import (
     METRICS,
     MODES,
@@ -38,6 +39,15 @@ from .scale import (
     TrainingScaleRecord,
     training_scale,
 )
+from .uwf_registration import (
+    MIN_VESSEL_CORRELATION,
+    SEARCH_GRIDS,
+    RegisterUWF,
+    RegisterUWFD,
+    RegisterUWFd,
+    RegisterUWFDict,
+)
+from .vessels import VESSEL_SIGMAS, registration_mask, vessel_band, vessel_correlation, vessel_grey, vessel_map
 
 __all__ = [
     "MODALITIES",
@@ -74,9 +84,22 @@ __all__ = [
     "METRICS",
     "REGISTRATION_KEY",
     "similarity",
+    "RegisterUWF",
+    "RegisterUWFd",
+    "RegisterUWFD",
+    "RegisterUWFDict",
+    "MIN_VESSEL_CORRELATION",
+    "SEARCH_GRIDS",
+    "VESSEL_SIGMAS",
+    "vessel_grey",
+    "vessel_band",
+    "vessel_correlation",
+    "vessel_map",
+    "registration_mask",
     "uwf_train_transforms",
     "uwf_inference_transforms",
     "REGISTER_TARGETS",
+    "REGISTER_METHODS",
     "TRAINING_SCALE_KEY",
     "training_scale",
     "TrainingScaleRecord",

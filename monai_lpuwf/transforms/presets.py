@@ -51,7 +51,7 @@ from monai.transforms import (
     Resized,
     SpatialPadd,
 )
-from monai.utils import ensure_tuple, ensure_tuple_rep
+from monai.utils import ensure_tuple, ensure_tuple_rep, look_up_option
 
 from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms.difference import CrossTemporalDifferenced
@@ -60,10 +60,12 @@ from monai_lpuwf.transforms.fov import FieldOfViewd
 from monai_lpuwf.transforms.io import LoadUWFImaged
 from monai_lpuwf.transforms.registration import RegisterElastixd
 from monai_lpuwf.transforms.scale import CheckTrainingScaled
+from monai_lpuwf.transforms.uwf_registration import RegisterUWFd
 
-__all__ = ["uwf_train_transforms", "uwf_inference_transforms", "REGISTER_TARGETS"]
+__all__ = ["uwf_train_transforms", "uwf_inference_transforms", "REGISTER_TARGETS", "REGISTER_METHODS"]
 
 REGISTER_TARGETS = ("late", "slo")
+REGISTER_METHODS = {"uwf": RegisterUWFd, "elastix": RegisterElastixd}
 
 
 def _register_targets(register: bool | str | Sequence[str]) -> tuple[str, ...]:
@@ -85,6 +87,7 @@ def uwf_train_transforms(
     spatial_size: int | Sequence[int],
     with_late: bool = True,
     register: bool | str | Sequence[str] = False,
+    register_method: str = "uwf",
     sharpen: bool = True,
     augment: bool = True,
     crop_scale: float | None = None,
@@ -112,7 +115,12 @@ def uwf_train_transforms(
             normalised correlation); ``"slo"`` (SLO onto early FA, mutual information); or ``("late", "slo")``.
             Registration runs on the native-resolution frames, once per item when the dataset caches; with
             ``register_kwargs={"cache_dir": ...}`` its results are also cached on disk for later runs (fill the
-            cache in parallel with :func:`monai_lpuwf.data.register_datalist`).
+            cache in parallel with :func:`monai_lpuwf.data.register_datalist`, which also leaves refused pairs out).
+            Real frames: ``("late", "slo")``, so that the SLO, both FA phases, the field of view and the CTRD map
+            share the early frame's geometry; phantoms are generated aligned and need none.
+        register_method: ``"uwf"`` (default: :class:`RegisterUWFd`, vessel-based, works on real UWF pairs and
+            refuses pairs it cannot align, see :mod:`~monai_lpuwf.transforms.uwf_registration`) or ``"elastix"``
+            (:class:`RegisterElastixd`, intensity-based; ``register_kwargs`` then take its settings).
         sharpen: unsharp-mask the SLO (:class:`UnsharpMaskd`, at native resolution), as the paper does.
         augment: random rotation (``+/- rotate_deg``), random crop and flips (vertical and horizontal, each with
             ``flip_prob``), drawn once per item and applied identically to every key (images, fov, ctrd).
@@ -153,9 +161,10 @@ def uwf_train_transforms(
     if targets:
         load_kwargs.setdefault("spatial_mismatch", "ignore")
     xforms: list = [LoadUWFImaged(keys=image_keys, **load_kwargs)]
+    register_class = look_up_option(register_method, REGISTER_METHODS)
     for target in targets:
         moving = late_key if target == "late" else slo_key
-        xforms.append(RegisterElastixd(fixed_key=early_key, moving_key=moving, **dict(register_kwargs or {})))
+        xforms.append(register_class(fixed_key=early_key, moving_key=moving, **dict(register_kwargs or {})))
     if sharpen:
         xforms.append(UnsharpMaskd(keys=slo_key, **dict(sharpen_kwargs or {})))
     if not augment:

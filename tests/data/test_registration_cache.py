@@ -42,7 +42,9 @@ def elastix_calls(monkeypatch):
 
 def _pipeline(cache_dir=None, **kwargs):
     register_kwargs = {**FAST, **kwargs, **({"cache_dir": cache_dir} if cache_dir is not None else {})}
-    return uwf_train_transforms(64, register=True, augment=False, register_kwargs=register_kwargs)
+    return uwf_train_transforms(
+        64, register=True, register_method="elastix", augment=False, register_kwargs=register_kwargs
+    )
 
 
 def _assert_equal(a: dict, b: dict) -> None:
@@ -116,6 +118,7 @@ def test_bundle_training_with_register_reads_the_cache_on_the_second_run(tmp_pat
     repo = Path(__file__).resolve().parents[2]
     shutil.copytree(repo / "bundle" / "configs", tmp_path / "configs")
     overrides = {"bundle_root": str(tmp_path), "register": True, "register_workers": 0, "num_phantoms": 4}
+    overrides["register_method"] = "elastix"  # counted by the fixture; the phantoms need no vessel registration
     overrides.update({"phantom_size": [64, 64], "image_size": [64, 64], "val_fraction": 0.25})
 
     def datasets() -> list:

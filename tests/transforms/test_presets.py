@@ -213,7 +213,7 @@ def test_train_pipeline_with_registration_batches(tmp_path):
     recs = generate_phantoms(tmp_path, num=2, size=(96, 112), misregistration=2.0)
     items = [{k: r[k] for k in ("slo", "early", "late")} for r in recs]
     fast = {"resolutions": 3, "iterations": 150, "spatial_samples": 2048}
-    pipeline = uwf_train_transforms(64, register=True, augment=False, register_kwargs=fast)
+    pipeline = uwf_train_transforms(64, register=True, register_method="elastix", augment=False, register_kwargs=fast)
     registered = [pipeline(item) for item in items]
     assert all(r["late"].meta["registration"]["status"] == "registered" for r in registered)
     unregistered = [uwf_train_transforms(64, augment=False)(item) for item in items]
