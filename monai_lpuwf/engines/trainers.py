@@ -11,6 +11,8 @@ stage                        trainer / network called                           
 (2) gated SLO encoder        :class:`AutoencoderGanTrainer` (``cond`` = SLO, AE frozen)   MSE + adversarial
 (3) early-phase diffusion    :class:`LatentDiffusionTrainer`, ``model`` (``denoise``)      MSE on the noise
 (4) late-phase fine-tuning   :class:`LatentDiffusionTrainer`                              CTRD loss
+prior (SLO -> late)          :class:`SupervisedTranslationTrainer`, ``prior``             L1 (+ terms)
+residual diffusion           :class:`LatentDiffusionTrainer` on the prior's residual      MSE on the residual
 =========================== ============================================================ ========================
 
 The network each trainer calls is the module whose ``forward`` does the stage's work, so that wrapping it in
@@ -40,6 +42,7 @@ __all__ = [
     "LPUWFTrainer",
     "AutoencoderGanTrainer",
     "LatentDiffusionTrainer",
+    "SupervisedTranslationTrainer",
     "kl_divergence",
     "loss_terms",
     "set_trainable",
@@ -453,3 +456,22 @@ class LatentDiffusionTrainer(LPUWFTrainer):
         loss_kwargs = {k: kwargs[k] for k in ("weight_map", "mask") if k in kwargs}
         loss = self.loss_function(pred.float(), target.float(), **loss_kwargs)
         return {Keys.IMAGE: latents, Keys.LABEL: target, Keys.PRED: pred, Keys.LOSS: loss}
+
+
+class SupervisedTranslationTrainer(LPUWFTrainer):
+    """The supervised prior's stage: ``pred = network(slo)``, ``loss = loss_function(pred, late)``.
+
+    Args:
+        network: the translator, ``forward(slo) -> late`` (:class:`~monai_lpuwf.networks.SupervisedPrior`).
+        loss_function: ``loss(pred, target)``, e.g. ``torch.nn.L1Loss()``; a loss that returns a dict of named
+            terms (``{"loss": total, "loss_l1": ..., ...}``) has every term logged.
+        prepare_batch: ``(slo, late, (), {})``, e.g. ``KeyedPrepareBatch(image_key="slo", label_key="late")``.
+        other arguments: as :class:`LPUWFTrainer`.
+    """
+
+    def compute_losses(self, batch: tuple) -> dict[str, Any]:
+        inputs, targets = batch[0], batch[1]
+        pred = self.network(inputs)
+        loss = self.loss_function(pred.float(), targets.float())
+        terms = dict(loss) if isinstance(loss, Mapping) else {Keys.LOSS: loss}
+        return {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: pred, **terms}

@@ -1,18 +1,34 @@
 """LPUWF-LDM networks on MONAI core classes: gated SLO encoder, conditional AutoencoderKL, the full model,
-presets and monai-generative checkpoint compatibility."""
+presets, the supervised prior and its residual diffusion, and monai-generative checkpoint compatibility."""
 
 from .autoencoder import ConditionalAutoencoderKL
 from .compat import convert_monai_generative_state_dict, load_monai_generative_state_dict
 from .condition_encoder import GatedConditionEncoder
 from .model import LPUWFModel
-from .presets import PRESETS, build_model
+from .presets import (
+    PRESETS,
+    PRIOR_PRESETS,
+    RESIDUAL_PRESETS,
+    build_model,
+    build_prior,
+    build_residual_model,
+    model_from_config,
+)
+from .prior import ResidualDiffusionModel, SupervisedPrior
 
 __all__ = [
     "GatedConditionEncoder",
     "ConditionalAutoencoderKL",
     "LPUWFModel",
     "PRESETS",
+    "PRIOR_PRESETS",
+    "RESIDUAL_PRESETS",
+    "ResidualDiffusionModel",
+    "SupervisedPrior",
     "build_model",
+    "build_prior",
+    "build_residual_model",
+    "model_from_config",
     "convert_monai_generative_state_dict",
     "load_monai_generative_state_dict",
 ]
