@@ -30,6 +30,7 @@ from .trainers import (
     loss_terms,
     set_trainable,
     trainable_parameters,
+    warmup_cosine,
 )
 from .validation import (
     KeyedPrepareBatch,
@@ -73,4 +74,5 @@ __all__ = [
     "set_trainable",
     "trainable_parameters",
     "unit_range_pairs",
+    "warmup_cosine",
 ]

@@ -22,6 +22,7 @@ The network each trainer calls is the module whose ``forward`` does the stage's 
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "loss_terms",
     "set_trainable",
     "trainable_parameters",
+    "warmup_cosine",
 ]
 
 
@@ -130,6 +132,25 @@ def trainable_parameters(
     if not mults:
         return groups[""]
     return [{"params": ps} if k == "" else {"params": ps, "lr": lr * mults[k]} for k, ps in groups.items() if ps]
+
+
+def warmup_cosine(warmup_iterations: int = 0, total_iterations: int | None = None) -> Callable[[int], float]:
+    """Learning-rate factor for :class:`torch.optim.lr_scheduler.LambdaLR`: a linear warm-up over
+    ``warmup_iterations``, then (with ``total_iterations``) a cosine decay to 0 at ``total_iterations``.
+
+    ``factor(it) = min(1, (it + 1) / warmup) * 0.5 * (1 + cos(pi * min(it, total) / total))``; without
+    ``total_iterations`` only the warm-up (the stages' default schedule).
+    """
+    warm = max(1, int(warmup_iterations))
+    total = None if not total_iterations else int(total_iterations)
+
+    def factor(it: int) -> float:
+        value = min(1.0, (it + 1) / warm)
+        if total is not None:
+            value *= 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))
+        return value
+
+    return factor
 
 
 def loss_terms(output: Any) -> dict[str, float]:
