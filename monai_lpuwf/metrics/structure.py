@@ -25,11 +25,12 @@ VESSEL_BAND_SIGMAS = (0.7, 2.5)
 
 
 def vessel_band(images: torch.Tensor, sigmas: tuple[float, float] = VESSEL_BAND_SIGMAS) -> torch.Tensor:
-    """Difference of Gaussians ``G(sigma_low) * x - G(sigma_high) * x`` of (B, C, H, W) images (same shape)."""
+    """Difference of Gaussians ``G(sigma_low) * x - G(sigma_high) * x`` of (B, C, H, W) images (same shape); sampled
+    Gaussian kernels truncated at 4 sigma (as ``scipy.ndimage.gaussian_filter``), zero padding at the border."""
     x = torch.as_tensor(images).float()
     spatial = x.ndim - 2
-    low = GaussianFilter(spatial, sigma=float(sigmas[0]))(x)
-    high = GaussianFilter(spatial, sigma=float(sigmas[1]))(x)
+    low = GaussianFilter(spatial, sigma=float(sigmas[0]), approx="sampled")(x)
+    high = GaussianFilter(spatial, sigma=float(sigmas[1]), approx="sampled")(x)
     return low - high
 
 
