@@ -127,28 +127,43 @@ def run_seed(work: Path, seed: int, size: int, train: list, val: list, ae_path: 
         run_competitor(work, seed, train_loader, batch, train_mean, budget)
 
 
-def run_competitor(work: Path, seed: int, train_loader, batch: dict, train_mean: float, budget_s: float) -> None:
-    """MONAI BasicUNet, SLO -> late phase, L1, Adam 1e-3, trained for ``budget_s`` seconds."""
+def train_competitor(
+    seed: int, train_loader, budget_s: float, device: str = "cpu", max_iters: int | None = None
+) -> tuple[torch.nn.Module, int, float]:
+    """MONAI BasicUNet, SLO -> late phase, L1, Adam 1e-3, trained for ``budget_s`` seconds (a plain loop: what a
+    user writes first), or for ``max_iters`` iterations when given. Returns the network (eval mode), its iterations
+    and its training seconds."""
     set_determinism(seed)
-    net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1, features=(16, 16, 32, 64, 128, 16))
+    net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1, features=(16, 16, 32, 64, 128, 16)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     t0, iters = time.time(), 0
-    while time.time() - t0 < budget_s:
+
+    def done() -> bool:
+        return iters >= max_iters if max_iters is not None else time.time() - t0 >= budget_s
+
+    while not done():
         for b in train_loader:
-            loss = (net(b["slo"]) - b["late"]).abs().mean()
+            loss = (net(b["slo"].to(device)) - b["late"].to(device)).abs().mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             iters += 1
-            if time.time() - t0 >= budget_s:
+            if done():
                 break
-    net.eval()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return net.eval(), iters, time.time() - t0
+
+
+def run_competitor(work: Path, seed: int, train_loader, batch: dict, train_mean: float, budget_s: float) -> None:
+    """MONAI BasicUNet, SLO -> late phase, L1, Adam 1e-3, trained for ``budget_s`` seconds."""
+    net, iters, secs = train_competitor(seed, train_loader, budget_s)
     with torch.no_grad():
         pred = net(batch["slo"]).clamp(-1, 1)
     result = {
         "arm": "BasicUNet",
         "seed": seed,
-        "train_s": time.time() - t0,
+        "train_s": secs,
         "iterations": iters,
         "scores": scores_of(pred, batch, train_mean),
         "spectrum": spectrum_bands(pred, batch["late"]),

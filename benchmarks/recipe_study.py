@@ -144,7 +144,7 @@ def make_loader(items: list, size: int, augment: bool, batch: int, shuffle: bool
     return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=0)
 
 
-def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, loss) -> float:
+def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, loss, device: str = "cpu") -> float:
     scheduler = DDPMScheduler(**model.schedule)
     set_trainable(model, ["unet", "controlnet"], [])
     lr_multipliers = {"controlnet": cfg["controlnet_lr_mult"]} if cfg["controlnet_lr_mult"] != 1.0 else None
@@ -160,7 +160,7 @@ def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, lo
         scheduler=scheduler,
     )
     trainer = LatentDiffusionTrainer(
-        device="cpu",
+        device=device,
         max_epochs=1,
         epoch_length=iters,
         train_data_loader=loader,  # Ignite restarts the loader when epoch_length outlasts it

@@ -51,6 +51,31 @@ DRY_RUN="${QUICKSTART_DRY_RUN:-}"
 source "$BUNDLE_DIR/scripts/bundle_step.sh"
 
 start_all=$SECONDS
+# QUICKSTART_METHOD=residual: the supervised prior (train_prior.json) and diffusion on its residual
+# (train_residual.json) instead of the four latent stages, then the same generation and scoring of
+# models/model_residual.pt (bundle/docs/README.md, "A supervised prior refined by diffusion"); opt-in until the
+# multi-seed study shows it wins at this budget
+if [[ "${QUICKSTART_METHOD:-latent}" == "residual" ]]; then
+    # 10 DDIM steps of the residual (the step sweep in bundle/docs/README.md); no ControlNet, so no control strength
+    MODEL=(--model_path "$BUNDLE_ROOT/models/model_residual.pt" --num_inference_steps "${QUICKSTART_STEPS:-10}")
+    INFER=("${COMMON[@]}" "${DATA[@]}")
+    SCORE=("${INFER[@]}" --eval_split validation --fid False --seed_check_images 16)
+    step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
+        --config_file "['configs/common.json','configs/train_prior.json']" "${TRAIN[@]}" \
+        --max_epochs "${QUICKSTART_EPOCHS_PRIOR:-134}" --val_interval 134 "$@"
+    step "[2/4] diffusion on the prior's residual (pixel space)" training \
+        --config_file "['configs/common.json','configs/train_residual.json']" "${TRAIN[@]}" \
+        --max_epochs "${QUICKSTART_EPOCHS_RESIDUAL:-25}" --val_interval 25 "$@"
+    step "[3/4] generate late-phase FA for the held-out phantoms" --config_file configs/inference.json \
+        "${INFER[@]}" "${MODEL[@]}"
+    step "[4/4] score the held-out phantoms beside the constant-image and early-phase predictors" \
+        --config_file "['configs/inference.json','configs/evaluate.json']" "${SCORE[@]}" "${MODEL[@]}"
+    if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
+    "$PYTHON" -m monai_lpuwf.metrics.acceptance "$BUNDLE_ROOT/eval/report/summary.json" || true
+    echo "Outputs (total $((SECONDS - start_all)) s): $BUNDLE_ROOT/models/model_residual.pt (prior alone, fast mode:" \
+        "model_prior.pt), $BUNDLE_ROOT/work/output/, $BUNDLE_ROOT/eval/report/"
+    exit 0
+fi
 step "[1/6] FA autoencoder (L1 + KL + adversarial)" training \
     --config_file "['configs/common.json','configs/train_autoencoder.json']" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
 step "[2/6] gated SLO encoder (FA autoencoder frozen)" training \

@@ -12,17 +12,25 @@ from .checkpoint import (
 )
 from .determinism import DeterministicSeedHandler, derive_seed, enable_cudnn_autotune
 from .image_grid import ImageGridHandler, make_image_grid
-from .prepare_batch import PREDICTION_TYPES, AutoencoderPrepareBatch, LatentDiffusionPrepareBatch, get_batch_item
+from .prepare_batch import (
+    PREDICTION_TYPES,
+    AutoencoderPrepareBatch,
+    LatentDiffusionPrepareBatch,
+    ResidualDiffusionPrepareBatch,
+    get_batch_item,
+)
 from .progress import TrainingProgressBar
-from .scale_factor import ScaleFactorHandler, compute_scale_factor
+from .scale_factor import ResidualScaleHandler, ScaleFactorHandler, compute_residual_scale, compute_scale_factor
 from .trainers import (
     AutoencoderGanTrainer,
     LatentDiffusionTrainer,
     LPUWFTrainer,
+    SupervisedTranslationTrainer,
     kl_divergence,
     loss_terms,
     set_trainable,
     trainable_parameters,
+    warmup_cosine,
 )
 from .validation import (
     KeyedPrepareBatch,
@@ -45,10 +53,14 @@ __all__ = [
     "LatentDiffusionTrainer",
     "PREDICTION_TYPES",
     "ReconstructionInferer",
+    "ResidualDiffusionPrepareBatch",
+    "ResidualScaleHandler",
     "ResumeCheckpointLoader",
     "ScaleFactorHandler",
     "StageOrderError",
+    "SupervisedTranslationTrainer",
     "TrainingProgressBar",
+    "compute_residual_scale",
     "compute_scale_factor",
     "derive_seed",
     "enable_cudnn_autotune",
@@ -63,4 +75,5 @@ __all__ = [
     "set_trainable",
     "trainable_parameters",
     "unit_range_pairs",
+    "warmup_cosine",
 ]

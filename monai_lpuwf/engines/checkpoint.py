@@ -14,7 +14,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 from monai_lpuwf.atomic_write import default_file_mode
-from monai_lpuwf.networks import LPUWFModel
+from monai_lpuwf.networks import model_from_config
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -278,7 +278,10 @@ def _read_checkpoint(path: Path, map_location: str | torch.device) -> Mapping:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild an :class:`~monai_lpuwf.networks.LPUWFModel` from a bundle ``model.pt`` (its ``config`` + weights).
+    """Rebuild the model of a bundle model file from its ``config`` and weights: an
+    :class:`~monai_lpuwf.networks.LPUWFModel` (``model.pt``), a :class:`~monai_lpuwf.networks.SupervisedPrior`
+    (``model_prior.pt``) or a :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (``model_residual.pt``), as the
+    config's ``model_class`` says.
 
     Args:
         path: a file written by the bundle (``{"model": state_dict, "config": LPUWFModel.config}``).
@@ -302,7 +305,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"'{path}' holds no model config (expected the keys 'model' and 'config' written by the bundle); build the "
             "model with monai_lpuwf.networks.build_model(preset) and load the weights with load_stage_weights."
         )
-    model = LPUWFModel.from_config(checkpoint["config"])
+    model = model_from_config(checkpoint["config"])
     model.load_state_dict(checkpoint["model"])
     return model
 

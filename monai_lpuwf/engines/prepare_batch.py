@@ -10,6 +10,8 @@ They follow :class:`monai.engines.PrepareBatch`: called as ``prepare_batch(batch
   :class:`monai_lpuwf.noise.LowFrequencyEnhancedNoise`) and timesteps. MONAI's
   :class:`~monai.engines.DiffusionPrepareBatch` draws image-sized noise and has no slot for a ControlNet
   condition; this class keeps its ``get_noise`` / ``get_timesteps`` / ``get_target`` hooks and adds both.
+- :class:`ResidualDiffusionPrepareBatch` (the residual method): the same hooks on the residual between the late
+  phase and a :class:`~monai_lpuwf.networks.ResidualDiffusionModel`'s prior prediction, in pixel space.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from monai.utils import ensure_tuple, look_up_option
 
 from monai_lpuwf.keys import UWFKeys
 
-__all__ = ["AutoencoderPrepareBatch", "LatentDiffusionPrepareBatch", "PREDICTION_TYPES", "get_batch_item"]
+__all__ = [
+    "AutoencoderPrepareBatch",
+    "LatentDiffusionPrepareBatch",
+    "PREDICTION_TYPES",
+    "ResidualDiffusionPrepareBatch",
+    "get_batch_item",
+]
 
 #: denoiser targets, named as MONAI's schedulers name them (``prediction_type``)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -167,3 +175,74 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         if self.mask_key is not None:
             infer_kwargs["mask"] = get_batch_item(batchdata, self.mask_key, device, non_blocking, **kwargs)
         return latents, target, (), infer_kwargs
+
+
+class ResidualDiffusionPrepareBatch(LatentDiffusionPrepareBatch):
+    """Batch for diffusion on the prior's residual (:class:`~monai_lpuwf.networks.ResidualDiffusionModel`).
+
+    The clean sample is ``x0 = (late - prior(slo)) * residual_scale`` (:meth:`ResidualDiffusionModel.residual_target`,
+    the prior frozen and run under ``torch.no_grad``); noise, timesteps and the target (``prediction_type``) come
+    from :class:`LatentDiffusionPrepareBatch`'s hooks, so :class:`~monai_lpuwf.engines.LatentDiffusionTrainer` trains
+    it unchanged. The denoiser's condition is ``cat([slo, prior(slo)])``.
+
+    Args:
+        num_train_timesteps, noise, weight_key, mask_key, prediction_type, scheduler: as
+            :class:`LatentDiffusionPrepareBatch`.
+        model: the :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (or a DDP wrapper of it).
+        image_key: the FA phase the residual is taken of (``"late"``).
+        condition_key: the SLO key.
+
+    Returns (from ``__call__``):
+        ``(x0 (B, 1, H, W), target, (), kwargs)`` with ``noise``, ``timesteps``, ``condition`` (B, 4, H, W) and, when
+        configured, ``weight_map`` and ``mask``.
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        model: Any,
+        image_key: str = UWFKeys.LATE,
+        condition_key: str = UWFKeys.SLO,
+        noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        weight_key: str | None = None,
+        mask_key: str | None = None,
+        prediction_type: str = "sample",
+        scheduler: Any = None,
+    ) -> None:
+        super().__init__(
+            num_train_timesteps=num_train_timesteps,
+            encoder=lambda x: x,
+            image_key=image_key,
+            condition_key=condition_key,
+            noise=noise,
+            weight_key=weight_key,
+            mask_key=mask_key,
+            prediction_type=prediction_type,
+            scheduler=scheduler,
+        )
+        self.model = getattr(model, "module", model)
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        late = get_batch_item(batchdata, self.image_key, device, non_blocking, **kwargs)
+        slo = get_batch_item(batchdata, self.condition_name, device, non_blocking, **kwargs)
+        with torch.no_grad():
+            base, condition = self.model.condition(slo)
+            x0 = self.model.residual_target(late, base).detach()
+        noise = self.get_noise(x0)
+        timesteps = self.get_timesteps(x0)
+        infer_kwargs: dict[str, Any] = {
+            "noise": noise,
+            "timesteps": timesteps,
+            "condition": condition.detach(),
+        }
+        if self.weight_key is not None:
+            infer_kwargs["weight_map"] = get_batch_item(batchdata, self.weight_key, device, non_blocking, **kwargs)
+        if self.mask_key is not None:
+            infer_kwargs["mask"] = get_batch_item(batchdata, self.mask_key, device, non_blocking, **kwargs)
+        return x0, self.get_target(x0, noise, timesteps), (), infer_kwargs

@@ -1,4 +1,7 @@
-"""The latent scale factor: computed once from data (1 / std of the unscaled latents) at the start of stage 3.
+"""Scale factors computed from data: the latent scale factor (1 / std of the unscaled latents) at the start of
+stage 3, and the residual scale of the residual method (1 / std of ``late - prior(slo)``).
+
+The latent scale factor is computed once from data (1 / std of the unscaled latents) at the start of stage 3.
 
 ``num_batches=0`` (config key ``scale_factor_batches``) keeps the preset's value instead, as the authors do
 (0.18215 of Stable Diffusion, ``config/diffusion/config_zheer_controlnet.py``; ``bundle/configs/paper.json``).
@@ -19,7 +22,7 @@ from monai_lpuwf.keys import UWFKeys
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["compute_scale_factor", "ScaleFactorHandler"]
+__all__ = ["compute_scale_factor", "ScaleFactorHandler", "compute_residual_scale", "ResidualScaleHandler"]
 
 
 @torch.no_grad()
@@ -109,3 +112,65 @@ class ScaleFactorHandler:
         )
         self.model.scale_factor.fill_(value)
         engine.logger.info(f"latent scale factor computed from the data: {value:.6g}")
+
+
+@torch.no_grad()
+def compute_residual_scale(
+    model: nn.Module,
+    data_loader: Iterable,
+    image_key: str = UWFKeys.LATE,
+    condition_key: str = UWFKeys.SLO,
+    device: str | torch.device = "cpu",
+    num_batches: int | None = None,
+) -> float:
+    """``1 / std`` of the residuals ``late - prior(slo)`` of a :class:`~monai_lpuwf.networks.ResidualDiffusionModel`
+    over ``num_batches`` batches (every pixel; float64 sums; all-reduced under ``torch.distributed``).
+
+    Raises:
+        ValueError: no batch, or constant residuals.
+    """
+    model = getattr(model, "module", model)
+    stats = torch.zeros(3, dtype=torch.float64, device=device)
+    for i, batch in enumerate(data_loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        late = get_batch_item(batch, image_key, device)
+        base, _ = model.condition(get_batch_item(batch, condition_key, device))
+        r = (late - base).double()
+        stats += torch.stack([torch.tensor(r.numel(), dtype=torch.float64, device=device), r.sum(), r.pow(2).sum()])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(stats)
+    count, total, total_sq = stats.tolist()
+    if count < 2:
+        raise ValueError(f"cannot compute the residual scale: no batch with keys {image_key!r}, {condition_key!r}.")
+    var = (total_sq - total * total / count) / (count - 1)
+    if var <= 0:
+        raise ValueError("cannot compute the residual scale: the residuals late - prior(slo) are constant.")
+    return float(var**-0.5)
+
+
+class ResidualScaleHandler:
+    """Set ``model.residual_scale`` from data when a residual-diffusion run starts fresh (kept on a resume).
+
+    Args:
+        model: the :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (its prior already trained and loaded).
+        data_loader: training loader (dictionary batches with the late phase and the SLO).
+        num_batches: batches used (``None`` = all; ``0`` = keep the configured value).
+    """
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, num_batches: int | None = 8) -> None:
+        self.model = model
+        self.data_loader = data_loader
+        self.num_batches = num_batches
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Any) -> None:
+        if self.num_batches == 0 or engine.state.iteration > 0:
+            engine.logger.info(f"residual scale kept at {float(self.model.residual_scale):.6g}")
+            return
+        value = compute_residual_scale(self.model, self.data_loader, device=engine.state.device,
+                                       num_batches=self.num_batches)  # fmt: skip
+        self.model.residual_scale.fill_(value)
+        engine.logger.info(f"residual scale computed from the data: {value:.6g} (1 / std of late - prior)")

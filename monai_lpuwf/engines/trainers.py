@@ -11,6 +11,8 @@ stage                        trainer / network called                           
 (2) gated SLO encoder        :class:`AutoencoderGanTrainer` (``cond`` = SLO, AE frozen)   MSE + adversarial
 (3) early-phase diffusion    :class:`LatentDiffusionTrainer`, ``model`` (``denoise``)      MSE on the noise
 (4) late-phase fine-tuning   :class:`LatentDiffusionTrainer`                              CTRD loss
+prior (SLO -> late)          :class:`SupervisedTranslationTrainer`, ``prior``             L1 (+ terms)
+residual diffusion           :class:`LatentDiffusionTrainer` on the prior's residual      MSE on the residual
 =========================== ============================================================ ========================
 
 The network each trainer calls is the module whose ``forward`` does the stage's work, so that wrapping it in
@@ -20,6 +22,7 @@ The network each trainer calls is the module whose ``forward`` does the stage's 
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -40,10 +43,12 @@ __all__ = [
     "LPUWFTrainer",
     "AutoencoderGanTrainer",
     "LatentDiffusionTrainer",
+    "SupervisedTranslationTrainer",
     "kl_divergence",
     "loss_terms",
     "set_trainable",
     "trainable_parameters",
+    "warmup_cosine",
 ]
 
 
@@ -127,6 +132,25 @@ def trainable_parameters(
     if not mults:
         return groups[""]
     return [{"params": ps} if k == "" else {"params": ps, "lr": lr * mults[k]} for k, ps in groups.items() if ps]
+
+
+def warmup_cosine(warmup_iterations: int = 0, total_iterations: int | None = None) -> Callable[[int], float]:
+    """Learning-rate factor for :class:`torch.optim.lr_scheduler.LambdaLR`: a linear warm-up over
+    ``warmup_iterations``, then (with ``total_iterations``) a cosine decay to 0 at ``total_iterations``.
+
+    ``factor(it) = min(1, (it + 1) / warmup) * 0.5 * (1 + cos(pi * min(it, total) / total))``; without
+    ``total_iterations`` only the warm-up (the stages' default schedule).
+    """
+    warm = max(1, int(warmup_iterations))
+    total = None if not total_iterations else int(total_iterations)
+
+    def factor(it: int) -> float:
+        value = min(1.0, (it + 1) / warm)
+        if total is not None:
+            value *= 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))
+        return value
+
+    return factor
 
 
 def loss_terms(output: Any) -> dict[str, float]:
@@ -457,3 +481,22 @@ class LatentDiffusionTrainer(LPUWFTrainer):
         loss_kwargs = {k: kwargs[k] for k in ("weight_map", "mask") if k in kwargs}
         loss = self.loss_function(pred.float(), target.float(), **loss_kwargs)
         return {Keys.IMAGE: latents, Keys.LABEL: target, Keys.PRED: pred, Keys.LOSS: loss}
+
+
+class SupervisedTranslationTrainer(LPUWFTrainer):
+    """The supervised prior's stage: ``pred = network(slo)``, ``loss = loss_function(pred, late)``.
+
+    Args:
+        network: the translator, ``forward(slo) -> late`` (:class:`~monai_lpuwf.networks.SupervisedPrior`).
+        loss_function: ``loss(pred, target)``, e.g. ``torch.nn.L1Loss()``; a loss that returns a dict of named
+            terms (``{"loss": total, "loss_l1": ..., ...}``) has every term logged.
+        prepare_batch: ``(slo, late, (), {})``, e.g. ``KeyedPrepareBatch(image_key="slo", label_key="late")``.
+        other arguments: as :class:`LPUWFTrainer`.
+    """
+
+    def compute_losses(self, batch: tuple) -> dict[str, Any]:
+        inputs, targets = batch[0], batch[1]
+        pred = self.network(inputs)
+        loss = self.loss_function(pred.float(), targets.float())
+        terms = dict(loss) if isinstance(loss, Mapping) else {Keys.LOSS: loss}
+        return {Keys.IMAGE: inputs, Keys.LABEL: targets, Keys.PRED: pred, **terms}

@@ -36,6 +36,7 @@ INFERENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "num_samples": 1,
         "seed": 0,
         "conditioning_scale": 1.0,
+        "t_start": None,
     }
 )
 _AGGREGATES = ("mean", "median", "first")
@@ -124,6 +125,8 @@ class LPUWFSampler:
         clip_sample: see :func:`build_scheduler` (``False``: latents are not bounded to [-1, 1]).
         eta: DDIM stochasticity (0 = deterministic DDIM).
         conditioning_scale: multiplier of the ControlNet residuals.
+        t_start: residual method only: start the reverse process at this training timestep from the noised prior
+            (the scheduler's timesteps up to ``t_start`` are run); ``None``: from pure noise; ``0``: no diffusion.
         aggregate: ``"mean"``, ``"median"`` or ``"first"`` (a single draw, e.g. for FID) over the samples.
         clamp_output: clamp images to [-1, 1].
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
@@ -145,6 +148,14 @@ class LPUWFSampler:
             free memory.
         scheduler_kwargs: more arguments of the scheduler (see :func:`build_scheduler`).
 
+    **Other generation methods** (the model's ``generation_method``): a
+    :class:`~monai_lpuwf.networks.SupervisedPrior` is run once (``"prior"``: every draw is its prediction, so
+    ``pred_std`` is 0); a :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (``"residual"``) samples the
+    residual of its prior in pixel space with the same scheduler, seeds and steps, starting from pure noise
+    (``t_start=None``) or from the prior noised to training timestep ``t_start`` (SDEdit-style; ``t_start=0``
+    returns the prior itself), and adds it to the prior's prediction. Latent tiling, the memory estimate and
+    ``conditioning_scale`` concern the latent model only.
+
     Defaults of ``scheduler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``clip_sample`` and ``eta``:
     :data:`INFERENCE_DEFAULTS`.
 
@@ -163,6 +174,7 @@ class LPUWFSampler:
         clip_sample: bool = INFERENCE_DEFAULTS["clip_sample"],
         eta: float = INFERENCE_DEFAULTS["eta"],
         conditioning_scale: float = INFERENCE_DEFAULTS["conditioning_scale"],
+        t_start: int | None = INFERENCE_DEFAULTS["t_start"],
         aggregate: str = "mean",
         clamp_output: bool = True,
         return_samples: bool = False,
@@ -193,6 +205,9 @@ class LPUWFSampler:
         self.clip_sample = clip_sample
         self.eta = float(eta)
         self.conditioning_scale = float(conditioning_scale)
+        if t_start is not None and int(t_start) < 0:
+            raise ValueError(f"t_start={t_start} must be >= 0 (or None: from pure noise).")
+        self.t_start = None if t_start is None else int(t_start)
         self.aggregate = look_up_option(aggregate, _AGGREGATES)
         self.clamp_output = clamp_output
         self.return_samples = return_samples
@@ -317,6 +332,9 @@ class LPUWFSampler:
         return out
 
     def _sample(self, slo: torch.Tensor, model: nn.Module, ids: Sequence[str | int | None] | None) -> torch.Tensor:
+        method = getattr(model, "generation_method", "latent")
+        if method != "latent":
+            return self._sample_pixels(slo, model, ids, method)
         device = next(model.parameters()).device
         slo = slo.to(device)
         batch = slo.shape[0]
@@ -396,6 +414,63 @@ class LPUWFSampler:
                     on_decode(1, 1)
                 else:
                     image = decode_tiled(model, x, cond, self.decode_tile, self.decode_overlap, on_decode)
+                draws.append(image.clamp(-1, 1) if self.clamp_output else image)
+        finally:
+            if bar is not None:
+                bar.close()
+        return torch.stack(draws)
+
+    def residual_timesteps(self, scheduler: Scheduler) -> list[int]:
+        """The scheduler's timesteps the residual method runs: all, or those up to ``t_start``."""
+        steps = [int(t) for t in scheduler.timesteps]
+        if self.t_start is None:
+            return steps
+        return [] if self.t_start == 0 else [t for t in steps if t <= self.t_start]
+
+    def _sample_pixels(
+        self, slo: torch.Tensor, model: nn.Module, ids: Sequence[str | int | None] | None, method: str
+    ) -> torch.Tensor:
+        """Draws of the prior-based methods: the prior alone, or the prior plus a sampled residual (pixel space)."""
+        device = next(model.parameters()).device
+        slo = slo.to(device)
+        batch = slo.shape[0]
+        if method == "prior":
+            base = model(slo)
+            return torch.stack([base.clamp(-1, 1) if self.clamp_output else base] * self.num_samples)
+        look_up_option(method, ("residual",))
+        base, cond = model.condition(slo)
+        shape = (1, base.shape[1]) + tuple(base.shape[2:])
+        draws = []
+        bar = None
+        if self.progress:
+            bar = tqdm(total=self.num_samples * self.num_inference_steps, desc="sampling", unit="step", leave=False,
+                       disable=None)  # fmt: skip
+        try:
+            for k in range(self.num_samples):
+                scheduler = self.make_scheduler(model)
+                timesteps = self.residual_timesteps(scheduler)
+                seeds = [item_seed(self.seed + k, None if ids is None else ids[i]) for i in range(batch)]
+                generators = [torch.Generator(device=device).manual_seed(value) for value in seeds]
+                step_kwargs = [self._step_kwargs(scheduler, g) for g in generators]
+                noise = torch.cat([torch.randn(shape, generator=g, device=device) for g in generators])
+                if not timesteps:  # t_start == 0: the prior itself
+                    x = torch.zeros_like(noise)
+                elif self.t_start is None:
+                    x = noise
+                else:  # the prior (zero residual) noised to the first timestep run
+                    t0 = torch.full((batch,), timesteps[0], device=device, dtype=torch.long)
+                    x = scheduler.add_noise(original_samples=torch.zeros_like(noise), noise=noise, timesteps=t0)
+                for s, t in enumerate(timesteps):
+                    t_batch = torch.full((batch,), t, device=device, dtype=torch.long)
+                    out = model.denoise(x, t_batch, cond)
+                    x = torch.cat(
+                        [scheduler.step(out[i : i + 1], t, x[i : i + 1], **step_kwargs[i])[0] for i in range(batch)]
+                    )
+                    if bar is not None:
+                        bar.set_postfix_str(f"sample {k + 1}/{self.num_samples} step {s + 1}/{len(timesteps)}",
+                                            refresh=False)  # fmt: skip
+                        bar.update(1)
+                image = model.compose(base, x)
                 draws.append(image.clamp(-1, 1) if self.clamp_output else image)
         finally:
             if bar is not None:

@@ -59,8 +59,13 @@ from monai_lpuwf.metrics.spectrum import (
     plot_power_spectra,
     radial_power_spectrum,
 )
+from monai_lpuwf.metrics.structure import VESSEL_BAND_SIGMAS, detail_ratio, vessel_band, vessel_band_correlation
 
 __all__ = [
+    "VESSEL_BAND_SIGMAS",
+    "detail_ratio",
+    "vessel_band",
+    "vessel_band_correlation",
     "BASELINE_NAMES", "constant_prediction", "mean_intensity", "score_with_baselines",
     "GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity",
     "compute_fid_is", "frechet_distance_from_features", "score_frames",

@@ -12,10 +12,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from monai.utils import look_up_option
+from torch import nn
 
 from .model import LPUWFModel
+from .prior import ResidualDiffusionModel, SupervisedPrior
 
-__all__ = ["PRESETS", "build_model"]
+__all__ = [
+    "PRESETS",
+    "PRIOR_PRESETS",
+    "RESIDUAL_PRESETS",
+    "build_model",
+    "build_prior",
+    "build_residual_model",
+    "model_from_config",
+]
 
 _LINEAR_DDPM_1000 = {"num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02}
 
@@ -109,3 +119,74 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+#: the supervised prior (:class:`~monai_lpuwf.networks.prior.SupervisedPrior`): the BasicUNet of the ablation's
+#: competitor arm (``benchmarks/ablation.py``), the same network a user would try first
+PRIOR_PRESETS: dict[str, dict[str, Any]] = {
+    "basic": {"spatial_dims": 2, "image_channels": 1, "condition_channels": 3, "features": (16, 16, 32, 64, 128, 16)},
+}
+
+#: the prior + residual diffusion (:class:`~monai_lpuwf.networks.prior.ResidualDiffusionModel`): a small pixel-space
+#: denoiser (three levels, no attention, so whole native frames cost time linear in their pixels) that predicts the
+#: clean residual ("sample"), which on this project's CPU budgets follows its condition where "epsilon" does not
+RESIDUAL_PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "spatial_dims": 2,
+        "image_channels": 1,
+        "condition_channels": 3,
+        "prior": {"features": (16, 16, 32, 64, 128, 16)},
+        "denoiser": {
+            "channels": (16, 32, 64),
+            "attention_levels": (False, False, False),
+            "num_res_blocks": 1,
+            "norm_num_groups": 8,
+            "include_fc": False,
+        },
+        "schedule": {**_LINEAR_DDPM_1000, "prediction_type": "sample"},
+        "residual_scale": 1.0,
+    },
+}
+
+
+def _merged(presets: Mapping[str, Any], preset: str | Mapping[str, Any], overrides: Mapping[str, Any],
+            sections: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    config = copy.deepcopy(dict(look_up_option(preset, presets) if isinstance(preset, str) else preset))
+    for key, value in overrides.items():
+        if key in sections and isinstance(value, Mapping):
+            config[key] = {**config.get(key, {}), **value}
+        else:
+            config[key] = value
+    return _tuples(config)
+
+
+def build_prior(preset: str | Mapping[str, Any] = "basic", **overrides: Any) -> SupervisedPrior:
+    """Build a :class:`~monai_lpuwf.networks.prior.SupervisedPrior` from :data:`PRIOR_PRESETS` or a config dict.
+
+    Args:
+        preset: a key of :data:`PRIOR_PRESETS` (``"basic"``) or a config (e.g. a model file's ``config``).
+        overrides: config entries to replace, e.g. ``features=(32, 32, 64, 128, 256, 32)``.
+    """
+    return SupervisedPrior.from_config(_merged(PRIOR_PRESETS, preset, overrides, ()))
+
+
+def build_residual_model(preset: str | Mapping[str, Any] = "small", **overrides: Any) -> ResidualDiffusionModel:
+    """Build a :class:`~monai_lpuwf.networks.prior.ResidualDiffusionModel` from :data:`RESIDUAL_PRESETS`.
+
+    Args:
+        preset: a key of :data:`RESIDUAL_PRESETS` (``"small"``) or a config dict.
+        overrides: entries to replace; the sections ``prior``, ``denoiser`` and ``schedule`` are merged, e.g.
+            ``build_residual_model(denoiser={"num_res_blocks": 2})``.
+    """
+    return ResidualDiffusionModel.from_config(_merged(RESIDUAL_PRESETS, preset, overrides, ("prior", "denoiser",
+                                                                                            "schedule")))  # fmt: skip
+
+
+def model_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the model a model file describes: its ``config["model_class"]`` (``"prior"``, ``"residual"``;
+    absent = :class:`LPUWFModel`). Weights are not loaded."""
+    classes = {"prior": SupervisedPrior, "residual": ResidualDiffusionModel}
+    name = config.get("model_class")
+    if name is None:
+        return LPUWFModel.from_config(config)
+    return look_up_option(name, classes).from_config(_tuples(dict(config)))
