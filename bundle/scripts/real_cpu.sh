@@ -33,16 +33,25 @@ COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --
 # pairs it cannot align are left out with a named line (on the shared samples the SLOs of train/1 and train/4)
 TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --register "['late','slo']" --preset small --image_size "[128,128]"
     --log_interval 50)
-STAGE1=(--max_epochs 300 --val_interval 300 --lr 5e-4)
-STAGE2=(--max_epochs 150 --val_interval 150 --lr 5e-4 --adversarial_warmup_epochs 10)
+# REAL_OVERLAY: an extra config for every training stage (e.g. configs/gpu.json: device cache, ThreadDataLoader,
+# bf16, epochs of iterations_per_epoch draws); REAL_EPOCHS_1..4 / REAL_EPOCHS_PRIOR / REAL_EPOCHS_RESIDUAL and
+# REAL_BATCH (stages 3-4, prior, residual) override the schedule (defaults: the CPU schedule below)
+OVERLAY=""
+if [[ -n "${REAL_OVERLAY:-}" ]]; then OVERLAY=",'$REAL_OVERLAY'"; fi
+BATCH=(--train_batch_size "${REAL_BATCH:-4}")
+STAGE1=(--max_epochs "${REAL_EPOCHS_1:-300}" --val_interval "${REAL_EPOCHS_1:-300}" --lr 5e-4)
+STAGE2=(--max_epochs "${REAL_EPOCHS_2:-150}" --val_interval "${REAL_EPOCHS_2:-150}" --lr 5e-4 --adversarial_warmup_epochs 10)
 # one learning rate: the ControlNet at x6 collapsed on the real frames (every eye the same picture,
 # bundle/docs/README.md "Real frames on the CPU"); REAL_CPU_CONTROLNET_LR_MULT=3 tries the quick start's multiplier
 LR_MULT=()
 if [[ -n "${REAL_CPU_CONTROLNET_LR_MULT:-}" ]]; then
     LR_MULT=(--lr_multipliers "{'controlnet': $REAL_CPU_CONTROLNET_LR_MULT}")
 fi
-STAGE3=(--max_epochs 2000 --val_interval 1000 --lr 1e-3 --lr_warmup_iterations 50 --train_batch_size 4 "${LR_MULT[@]}")
-STAGE4=(--max_epochs 600 --val_interval 600 --lr 5e-4 --train_batch_size 4 "${LR_MULT[@]}")
+STAGE3=(--max_epochs "${REAL_EPOCHS_3:-2000}" --val_interval "${REAL_EPOCHS_3:-2000}" --lr 1e-3 --lr_warmup_iterations 50
+    "${BATCH[@]}" "${LR_MULT[@]}")
+STAGE4=(--max_epochs "${REAL_EPOCHS_4:-600}" --val_interval "${REAL_EPOCHS_4:-600}" --lr 5e-4 "${BATCH[@]}" "${LR_MULT[@]}")
+PRIOR=(--max_epochs "${REAL_EPOCHS_PRIOR:-800}" --val_interval "${REAL_EPOCHS_PRIOR:-800}" --train_batch_size "${REAL_BATCH:-8}")
+RESIDUAL=(--max_epochs "${REAL_EPOCHS_RESIDUAL:-600}" --val_interval "${REAL_EPOCHS_RESIDUAL:-600}" "${BATCH[@]}")
 EVAL=("${COMMON[@]}" --dataset_dir "$REAL_DATA/val" --train_dir "$REAL_DATA/train" --fid False
     --num_inference_steps 25)
 
@@ -52,21 +61,36 @@ DRY_RUN="${REAL_CPU_DRY_RUN:-}"
 source "$BUNDLE_DIR/scripts/bundle_step.sh"
 
 start_all=$SECONDS
-step "[1/5] FA autoencoder" training \
-    --config_file "['configs/common.json','configs/train_autoencoder.json']" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
-step "[2/5] gated SLO encoder" training \
-    --config_file "['configs/common.json','configs/train_autoencoder.json','configs/train_condition_encoder.json']" \
-    "${TRAIN[@]}" "${STAGE2[@]}" "$@"
-step "[3/5] early-phase latent diffusion" training \
-    --config_file "['configs/common.json','configs/train_diffusion.json']" "${TRAIN[@]}" "${STAGE3[@]}" "$@"
-step "[4/5] late-phase fine-tuning (CTRD loss)" training \
-    --config_file "['configs/common.json','configs/train_diffusion.json','configs/train_late.json']" \
-    "${TRAIN[@]}" "${STAGE4[@]}" "$@"
-step "[5/5] generate the validation frames at native size and score them" \
-    --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}"
+# REAL_METHOD=residual: the supervised prior and diffusion on its residual (pixel space, no autoencoder stages)
+# instead of the four latent stages; the prior alone is scored too (models/model_prior.pt, fast mode)
+if [[ "${REAL_METHOD:-latent}" == "residual" ]]; then
+    step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
+        --config_file "['configs/common.json','configs/train_prior.json'$OVERLAY]" "${TRAIN[@]}" "${PRIOR[@]}" "$@"
+    step "[2/4] diffusion on the prior's residual (pixel space)" training \
+        --config_file "['configs/common.json','configs/train_residual.json'$OVERLAY]" "${TRAIN[@]}" "${RESIDUAL[@]}" "$@"
+    step "[3/4] score the prior alone (one forward pass) on the validation frames" \
+        --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}" \
+        --model_path "$BUNDLE_ROOT/models/model_prior.pt" --eval_dir "$BUNDLE_ROOT/eval/report_prior"
+    step "[4/4] generate the validation frames at native size and score them" \
+        --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}" \
+        --model_path "$BUNDLE_ROOT/models/model_residual.pt" --num_inference_steps 10
+else
+    step "[1/5] FA autoencoder" training \
+        --config_file "['configs/common.json','configs/train_autoencoder.json'$OVERLAY]" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
+    step "[2/5] gated SLO encoder" training \
+        --config_file "['configs/common.json','configs/train_autoencoder.json','configs/train_condition_encoder.json'$OVERLAY]" \
+        "${TRAIN[@]}" "${STAGE2[@]}" "$@"
+    step "[3/5] early-phase latent diffusion" training \
+        --config_file "['configs/common.json','configs/train_diffusion.json'$OVERLAY]" "${TRAIN[@]}" "${STAGE3[@]}" "$@"
+    step "[4/5] late-phase fine-tuning (CTRD loss)" training \
+        --config_file "['configs/common.json','configs/train_diffusion.json','configs/train_late.json'$OVERLAY]" \
+        "${TRAIN[@]}" "${STAGE4[@]}" "$@"
+    step "[5/5] generate the validation frames at native size and score them" \
+        --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}"
+fi
 
 if [[ -n "${REAL_CPU_DRY_RUN:-}" ]]; then exit 0; fi
 echo
-echo "real-data CPU run finished in $((SECONDS - start_all)) s"
-echo "  model:             $BUNDLE_ROOT/models/model.pt"
+echo "real-data run finished in $((SECONDS - start_all)) s"
+echo "  model:             $BUNDLE_ROOT/models/"
 echo "  evaluation report: $BUNDLE_ROOT/eval/report/ (model beside the constant and early-phase predictors)"
