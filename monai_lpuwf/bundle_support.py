@@ -22,6 +22,7 @@ from monai_lpuwf.data import (
     datalist_from_file,
     datalist_from_folder,
     generate_phantoms,
+    read_json_datalist,
     split_datalist,
 )
 
@@ -62,7 +63,7 @@ def _decathlon_sections(path: Path) -> list[str]:
     """Non-empty ``training`` / ``validation`` lists of a decathlon-style JSON datalist (none for other files)."""
     if path.suffix.lower() != ".json":
         return []
-    content = json.loads(path.read_text())
+    content = read_json_datalist(path)
     return [k for k in ("training", "validation") if isinstance(content, dict) and content.get(k)]
 
 

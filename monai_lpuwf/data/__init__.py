@@ -8,6 +8,7 @@ from .datalists import (
     IncompleteTripletError,
     datalist_from_file,
     datalist_from_folder,
+    read_json_datalist,
     split_datalist,
     write_datalist,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "IncompleteTripletError",
     "datalist_from_file",
     "datalist_from_folder",
+    "read_json_datalist",
     "split_datalist",
     "write_datalist",
     "PHANTOM_MARKER",

@@ -18,6 +18,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from monai.config import PathLike
@@ -25,6 +26,7 @@ from monai.data import load_decathlon_datalist
 from monai.utils import look_up_option
 
 from monai_lpuwf.atomic_write import atomic_path
+from monai_lpuwf.errors import UserInputError
 from monai_lpuwf.keys import UWFKeys
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "DataSourceError",
     "datalist_from_folder",
     "datalist_from_file",
+    "read_json_datalist",
     "split_datalist",
     "write_datalist",
 ]
@@ -43,11 +46,11 @@ _TRIPLET_KEYS = (UWFKeys.SLO.value, UWFKeys.EARLY.value, UWFKeys.LATE.value)
 _NAME = re.compile(r"^(?P<id>.+?)(?:\.(?P<phase>[12]))?(?P<ext>\.nii\.gz|\.[A-Za-z0-9]+)$")
 
 
-class IncompleteTripletError(ValueError):
+class IncompleteTripletError(UserInputError, ValueError):
     """Some triplets lack a required image; the message lists every offending triplet and file name."""
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserInputError, ValueError):
     """A data source that cannot be used (no usable item in it, two sources given at once); the message names the
     source and the fix."""
 
@@ -152,6 +155,47 @@ def _resolve(value: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+def read_json_datalist(path: PathLike) -> list | dict:
+    """The content of a JSON datalist file: a list of items or a decathlon-style dict of sections.
+
+    Raises:
+        DataSourceError: the file is not valid JSON, or holds neither a list nor a dict, naming the file (and the
+            line and column of a syntax error).
+    """
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataSourceError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); a datalist is a list of "
+            '{"slo": ..., "early": ..., "late": ...} items or a dict {"training": [...], "validation": [...]}.'
+        ) from err
+    if not isinstance(content, (list, dict)):
+        raise DataSourceError(
+            f"{path}: holds a JSON {type(content).__name__}, not a list of items or a dict of sections "
+            '({"training": [...], "validation": [...]}).'
+        )
+    return content
+
+
+def _check_items(items: Any, path: PathLike, where: str) -> None:
+    """Every item of a datalist section is a dict (JSON object) of paths; otherwise a :class:`DataSourceError`
+    naming the file, the section and the first offending items."""
+    if not isinstance(items, list):
+        raise DataSourceError(
+            f"{path}: {where} is a JSON {type(items).__name__}, not a list of items; write it as "
+            '[{"slo": ..., "early": ..., "late": ...}, ...].'
+        )
+    bad = [(i, item) for i, item in enumerate(items) if not isinstance(item, dict)]
+    if bad:
+        listing = ", ".join(f"item {i + 1} is a {type(v).__name__} ({json.dumps(v)[:60]})" for i, v in bad[:3])
+        raise DataSourceError(
+            f"{path}: {len(bad)} item(s) of {where} are not objects of file paths: {listing}"
+            f"{' ...' if len(bad) > 3 else ''}. Write every item as "
+            '{"slo": "N.png", "early": "N.1.png", "late": "N.2.png"}.'
+        )
+
+
 def datalist_from_file(
     path: PathLike,
     require_late: bool = True,
@@ -193,13 +237,14 @@ def datalist_from_file(
             raise ValueError(f"{path}: a CSV datalist needs a header row with columns slo, early, late.")
         raw = [{k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items() if k} for r in rows]
     elif suffix == ".json":
-        with open(path) as f:
-            content = json.load(f)
+        content = read_json_datalist(path)
         if isinstance(content, dict):
             if section not in content:
                 raise KeyError(f"{path}: no section {section!r}; it has {sorted(content)}.")
+            _check_items(content[section], path, f"section {section!r}")
             raw = load_decathlon_datalist(path, is_segmentation=False, data_list_key=section, base_dir=base)
         else:
+            _check_items(content, path, "the list")
             raw = content
     else:
         raise ValueError(f"{path}: unsupported datalist type {suffix!r}; use .csv or .json.")

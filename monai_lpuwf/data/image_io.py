@@ -37,6 +37,7 @@ from monai.data import ImageReader, ITKReader, NibabelReader, PILReader, Pydicom
 from monai.utils import ensure_tuple
 
 from monai_lpuwf.atomic_write import atomic_path
+from monai_lpuwf.errors import UserInputError
 
 __all__ = [
     "UWFImageError",
@@ -53,7 +54,7 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-class UWFImageError(ValueError):
+class UWFImageError(UserInputError, ValueError):
     """An image file that cannot be used as it is; the message names the file and the fix."""
 
 
