@@ -135,7 +135,7 @@ class InferenceInputs:
         except (TypeError, ValueError) as err:
             raise InferenceInputError(
                 f"load_kwargs {file_kwargs} (--load_kwargs): {err}. The loader takes value_range, fa_colour, "
-                "slo_grey, nonfinite and grey_tolerance (see monai_lpuwf.transforms.LoadUWFImage)."
+                "slo_grey, nonfinite, grey_tolerance and max_pixels (see monai_lpuwf.transforms.LoadUWFImage)."
             ) from err
         self.items: list[dict[str, Any]] = []
         self.groups: list[tuple] = []
