@@ -177,7 +177,8 @@ class InferenceInputs:
         if self.failures and (self.on_bad_input == "raise" or not self.items):
             raise InferenceInputError(self._failure_text(stopped=not self.items))
         roots = [os.path.dirname(os.path.abspath(str(item[slo_key]))) for item in self.all_items if item.get(slo_key)]
-        self.data_root_dir = str(data_root_dir) if data_root_dir else (os.path.commonpath(roots) if roots else "")
+        self.data_root_dir = os.path.abspath(data_root_dir) if data_root_dir else (
+            os.path.commonpath(roots) if roots else "")  # fmt: skip
 
     def _failure_text(self, stopped: bool = False) -> str:
         head = (
@@ -226,14 +227,25 @@ class InferenceInputs:
 
         Raises:
             FileExistsError: naming the input that would be overwritten, and the fix.
+            InferenceInputError: an output would be written outside ``output_dir`` once symbolic links are
+                followed (an input outside ``data_root_dir``, or a sub-folder of the output folder that is a link
+                to another place), naming the output and the fix.
         """
         inputs = self.input_files()
         outputs: list[Path] = []
         for postfix in ensure_tuple(postfixes):
             outputs += self.output_paths(output_dir, str(postfix), ext)
+        folder = Path(output_dir).resolve()
         seen: dict[Path, int] = {}
         for path in outputs:
             resolved = path.resolve()
+            if folder not in resolved.parents:
+                raise InferenceInputError(
+                    f"output file {path} would be written outside the output folder {output_dir} (to {resolved}, "
+                    f"symbolic links followed): its input does not lie under {self.data_root_dir}, the folder whose "
+                    "layout the outputs mirror, or a sub-folder of the output folder is a link to another place. "
+                    "Give --input_dir the folder that holds every input, or remove the link from the output folder."
+                )
             if resolved in inputs:
                 raise FileExistsError(
                     f"output file {path} would overwrite the input file {resolved}; choose another output_dir "
