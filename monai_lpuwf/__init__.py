@@ -24,13 +24,14 @@ of lower layers only, never from a higher layer nor from another unit of its own
 root). ``tests/test_layering.py`` reads the table below and checks every import of every module (function-local
 and ``TYPE_CHECKING`` ones too)::
 
-    4  bundle_support                                 bundle glue
-    3  metrics, generation, export                    evaluation, generation runs, export
-    2  transforms, inferers, engines                  MONAI transforms, sampling, training engines
-    1  data, networks, losses                         image files and datalists, networks, losses
-    0  keys, atomic_write, threads, noise, weights    foundation
+    4  bundle_support                                        bundle glue
+    3  metrics, generation, export                           evaluation, generation runs, export
+    2  transforms, inferers, engines                         MONAI transforms, sampling, training engines
+    1  data, networks, losses                                image files and datalists, networks, losses
+    0  keys, errors, atomic_write, threads, noise, weights   foundation
 
-Data keys used everywhere are listed in :class:`monai_lpuwf.keys.UWFKeys`.
+Data keys used everywhere are listed in :class:`monai_lpuwf.keys.UWFKeys`; errors that name a file or setting of the
+user's derive from :class:`monai_lpuwf.errors.UserInputError` (reported in one line on the command line).
 """
 
 from .keys import UWFKeys

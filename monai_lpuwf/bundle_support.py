@@ -21,8 +21,11 @@ from monai_lpuwf.data import (
     DataSourceError,
     datalist_from_file,
     datalist_from_folder,
+    drop_duplicates,
     generate_phantoms,
+    read_json_datalist,
     split_datalist,
+    triplet_identity,
 )
 
 __all__ = ["bundle_datalists", "evaluation_datalist", "inference_datalist", "phantom_folder"]
@@ -62,7 +65,7 @@ def _decathlon_sections(path: Path) -> list[str]:
     """Non-empty ``training`` / ``validation`` lists of a decathlon-style JSON datalist (none for other files)."""
     if path.suffix.lower() != ".json":
         return []
-    content = json.loads(path.read_text())
+    content = read_json_datalist(path)
     return [k for k in ("training", "validation") if isinstance(content, dict) and content.get(k)]
 
 
@@ -112,8 +115,12 @@ def bundle_datalists(
     Returns:
         ``{"training": [...], "validation": [...]}`` of dicts with ``slo``, ``early``, ``late`` paths.
 
+    Repeated triplets are dropped with a warning (:func:`monai_lpuwf.data.drop_duplicates`) before a split, and a
+    triplet in both the training and the validation list of the source is refused.
+
     Raises:
-        ValueError: both sources given, or a source with no complete triplet (naming the folder or file).
+        ValueError: both sources given, a source with no complete triplet, or one whose training and validation
+            lists share a triplet (naming the folder or file).
     """
     if dataset_dir and datalist:
         raise DataSourceError(f"give either --dataset_dir ({dataset_dir}) or --datalist ({datalist}), not both.")
@@ -139,12 +146,24 @@ def bundle_datalists(
             raise FileNotFoundError(f"dataset_dir '{root}' does not exist (--dataset_dir).")
         source = f"folder '{root}'"
         splits = _split_subfolders(root)
+
+        def folder_items(folder: Path) -> list[dict]:  # the same files linked under two names count once
+            return drop_duplicates(datalist_from_folder(folder, **need), folder)
+
         if "training" in splits:
-            lists = {"training": datalist_from_folder(splits["training"], **need)}
-            lists["validation"] = datalist_from_folder(splits["validation"], **need) if "validation" in splits else []
+            lists = {"training": folder_items(splits["training"])}
+            lists["validation"] = folder_items(splits["validation"]) if "validation" in splits else []
         else:
-            training, validation = split_datalist(datalist_from_folder(root, **need), val_fraction, seed)
+            training, validation = split_datalist(folder_items(root), val_fraction, seed)
             lists = {"training": training, "validation": validation}
+    in_training = {triplet_identity(item) for item in lists["training"]}
+    both = [item for item in lists["validation"] if triplet_identity(item) in in_training]
+    if both:
+        raise DataSourceError(
+            f"{len(both)} triplet(s) of {source} are in both training and validation (e.g. {both[0].get('slo')}); "
+            "a model validated on its own training data reports too good scores. Remove them from one of the two "
+            "(the training/validation sections, or the train/ and val/ folders)."
+        )
     if not lists["training"]:
         raise DataSourceError(
             f"no complete training triplet (slo, early, late) found in {source}; list at least one item whose SLO, "

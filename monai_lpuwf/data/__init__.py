@@ -8,7 +8,10 @@ from .datalists import (
     IncompleteTripletError,
     datalist_from_file,
     datalist_from_folder,
+    drop_duplicates,
+    read_json_datalist,
     split_datalist,
+    triplet_identity,
     write_datalist,
 )
 from .image_io import TiffFileReader, UWFImageError, read_uwf_array, save_uwf_image
@@ -25,6 +28,9 @@ __all__ = [
     "IncompleteTripletError",
     "datalist_from_file",
     "datalist_from_folder",
+    "read_json_datalist",
+    "drop_duplicates",
+    "triplet_identity",
     "split_datalist",
     "write_datalist",
     "PHANTOM_MARKER",

@@ -16,6 +16,19 @@ files, whose array axes are ``(x, y)`` = (columns, rows), are transposed on read
 A ``load -> save_uwf_image -> load`` round trip gives back the same pixels in the same orientation for PNG, BMP,
 TIFF (8/16 bit), NIfTI and DICOM (tested).
 
+Colour and bit depth
+--------------------
+Palette images are expanded to what they show; CMYK, YCbCr, LAB and HSV JPEGs/TIFFs read through PIL are converted
+to RGB (a CMYK file is never taken for RGB + alpha). PIL cuts 16-bit colour PNGs to 8 bits, so those (colour type 2,
+4 or 6 at bit depth 16, read from the file header) are decoded by ITK into ``uint16`` (:class:`PNG16Reader`).
+
+Frame size
+----------
+A frame above ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 50 megapixels: about three times the largest UWF
+frame, 4000 x 4000) is refused with a :class:`UWFImageError` that names the file, its size and the option
+(``--load_kwargs "{'max_pixels':N}"``), before its pixels are decoded where the format's header gives the size
+(PNG, BMP, JPEG, GIF, TIFF, NIfTI, DICOM), so a small file that claims 12000 x 12000 pixels costs no memory.
+
 Intensity scale
 ---------------
 :func:`stored_value_range` gives a file's real value range: ``BitsStored`` for DICOM, otherwise the stored integer
@@ -37,9 +50,12 @@ from monai.data import ImageReader, ITKReader, NibabelReader, PILReader, Pydicom
 from monai.utils import ensure_tuple
 
 from monai_lpuwf.atomic_write import atomic_path
+from monai_lpuwf.errors import UserInputError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "UWFImageError",
+    "PNG16Reader",
     "TiffFileReader",
     "read_uwf_array",
     "stored_value_range",
@@ -51,9 +67,11 @@ _PIL_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".gif")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
+DEFAULT_MAX_PIXELS = 50_000_000  # pixels (H x W) of one frame; the largest UWF frames are about 16 M (4000 x 4000)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class UWFImageError(ValueError):
+class UWFImageError(UserInputError, ValueError):
     """An image file that cannot be used as it is; the message names the file and the fix."""
 
 
@@ -92,17 +110,102 @@ class TiffFileReader(ImageReader):
         return arr, meta
 
 
+class PNG16Reader(ImageReader):
+    """MONAI :class:`~monai.data.ImageReader` for 16-bit colour PNG files (RGB, RGBA, grey + alpha) through ITK.
+
+    PIL reads such files as 8-bit ``RGB`` (the low byte dropped); ITK's ``VectorImage`` of ``unsigned short`` keeps
+    all 16 bits. The array comes out as ``(H, W, C)`` ``uint16`` (rows first, like the file).
+    """
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        return all(_suffix(f) == ".png" for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> Any:
+        import itk
+
+        reader = itk.ImageFileReader[itk.VectorImage[itk.US, 2]].New(FileName=str(data))
+        reader.Update()
+        return reader.GetOutput()
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        import itk
+
+        arr = np.asarray(itk.array_from_image(img))  # (rows, columns, components)
+        return arr, {"spatial_shape": np.asarray(arr.shape[:2]), "original_channel_dim": -1}
+
+
+def _png_header(path: PathLike) -> tuple[int, int, int, int] | None:
+    """``(width, height, bit_depth, colour_type)`` from a PNG's IHDR chunk; ``None`` for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[24], head[25]
+
+
 def _pil_converter(img):
-    """Expand palette images to what they show (grey or RGB) so a palette index is never taken as intensity."""
-    if img.mode == "P":
-        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    """Expand palette images to what they show (grey or RGB) so a palette index is never taken as intensity, and
+    convert CMYK / YCbCr / LAB / HSV pictures to RGB (4 CMYK channels are not RGB + alpha)."""
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
     if img.mode == "1":
         return img.convert("L")
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
     return img
+
+
+def declared_pixels(path: PathLike) -> tuple[int, str] | None:
+    """The pixel count of a frame (H x W, channels not counted) and its size in words, read from the file's header
+    without decoding the pixels; ``None`` where the format's header is not read here or cannot be read (the
+    decoder then reports the file)."""
+    suffix = _suffix(path)
+    try:
+        if suffix in _PIL_SUFFIXES:
+            from PIL import Image
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the caller decides
+                with Image.open(path) as img:
+                    width, height = img.size
+            return width * height, f"{width} x {height} pixels (W x H)"
+        if suffix in _TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(int(s) for s in tif.series[0].shape)
+        elif suffix in _NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            shape = tuple(int(s) for s in nib.load(str(path)).shape)
+        elif suffix in _DICOM_SUFFIXES:
+            import pydicom
+
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            return int(ds.Rows) * int(ds.Columns) * frames, f"{ds.Columns} x {ds.Rows} pixels (W x H)"
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - a damaged header: the decoder names the file
+        return None
+    channels = shape[-1] if len(shape) >= 3 and shape[-1] <= 4 else 1
+    return int(np.prod(shape)) // channels, " x ".join(map(str, shape)) + " array"
+
+
+def _check_pixels(path: PathLike, pixels: int, size: str, max_pixels: int | None) -> None:
+    if max_pixels is not None and pixels > max_pixels:
+        raise UWFImageError(
+            f"{path}: frame of {size} = {pixels / 1e6:.1f} megapixels is above the limit of {max_pixels / 1e6:g} "
+            "megapixels (max_pixels; a UWF frame has up to about 16, 4000 x 4000). Check the file; if the frame is "
+            f"real, raise the limit: max_pixels={pixels} (command line: {load_kwargs_cli(max_pixels=pixels)})."
+        )
 
 
 def _default_reader(path: PathLike) -> ImageReader:
     suffix = _suffix(path)
+    header = _png_header(path) if suffix == ".png" else None
+    if header is not None and header[2] == 16 and header[3] in (2, 4, 6):  # 16-bit RGB, grey + alpha, RGBA
+        return PNG16Reader()
     if suffix in _PIL_SUFFIXES:
         return PILReader(converter=_pil_converter, reverse_indexing=False)
     if suffix in _TIFF_SUFFIXES:
@@ -153,24 +256,33 @@ def stored_value_range(arr: np.ndarray, meta: dict, path: PathLike) -> tuple[flo
     )
 
 
-def read_uwf_array(path: PathLike, reader: ImageReader | None = None) -> tuple[np.ndarray, dict]:
+def read_uwf_array(
+    path: PathLike, reader: ImageReader | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, dict]:
     """Read one file through a MONAI image reader, keeping its stored dtype.
 
     Args:
         path: image file.
-        reader: a MONAI reader; by default chosen from the suffix (PIL for PNG/BMP/JPEG, ``tifffile`` for TIFF,
-            nibabel for NIfTI, ITK for DICOM and the rest), configured for rows-first output.
+        reader: a MONAI reader; by default chosen from the suffix (PIL for PNG/BMP/JPEG, ITK for 16-bit colour PNG,
+            ``tifffile`` for TIFF, nibabel for NIfTI, pydicom for DICOM, ITK for the rest), configured for
+            rows-first output.
+        max_pixels: refuse frames with more pixels (H x W) than this, before decoding where the header gives the
+            size; ``None``: no limit.
 
     Returns:
         ``(array, meta)`` with ``array`` of shape ``(H, W)`` or ``(H, W, C)`` in the file's dtype.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        UWFImageError: the file cannot be decoded (corrupt, truncated, unknown format).
+        UWFImageError: the file cannot be decoded (corrupt, truncated, unknown format), or holds a frame above
+            ``max_pixels``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file; check the path in your datalist.")
+    declared = declared_pixels(path) if max_pixels is not None else None
+    if declared is not None:
+        _check_pixels(path, *declared, max_pixels)
     reader = _default_reader(path) if reader is None else reader
     try:
         with warnings.catch_warnings():  # photographs carry no patient orientation: pydicom's affine warning is noise
@@ -204,6 +316,8 @@ def read_uwf_array(path: PathLike, reader: ImageReader | None = None) -> tuple[n
             f"{path}: pixel type {arr.dtype} is not an intensity image (expected integers or floats); export the "
             "frame as 8/16-bit integers (PNG, TIFF) or float32 in [0, 1]."
         )
+    if declared is None and max_pixels is not None:  # formats without a header read here: checked once decoded
+        _check_pixels(path, arr.shape[0] * arr.shape[1], f"{arr.shape[1]} x {arr.shape[0]} pixels (W x H)", max_pixels)
     meta = dict(meta)
     meta["filename_or_obj"] = str(path)
     return arr, meta

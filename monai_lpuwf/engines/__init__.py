@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from .checkpoint import (
+    STAGE_FILES,
     AtomicCheckpointSaver,
     ModelConfigRecord,
+    ModelFileError,
     ResumeCheckpointLoader,
     StageOrderError,
+    StageRecord,
+    check_device,
     load_model,
     load_stage_weights,
 )
@@ -49,6 +53,10 @@ __all__ = [
     "KeyedPrepareBatch",
     "LPUWFTrainer",
     "ModelConfigRecord",
+    "ModelFileError",
+    "STAGE_FILES",
+    "StageRecord",
+    "check_device",
     "LatentDiffusionPrepareBatch",
     "LatentDiffusionTrainer",
     "PREDICTION_TYPES",

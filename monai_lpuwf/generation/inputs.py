@@ -8,24 +8,25 @@
   with ``batch_size > 1``, and refuses an output folder where an output would overwrite an input
   (:meth:`InferenceInputs.check_outputs`). Files in the output folder named like outputs (``*_late.png``: an
   earlier run's outputs, e.g. with ``output_dir == input_dir``) are never taken for inputs.
-* :func:`brief_input_errors`: on the command line, a bad input ends the command with its message (one line per bad
-  file: the file, the cause and the fix) and exit status 1, without a traceback unless ``--debug True``.
+* :func:`brief_input_errors` (from :mod:`monai_lpuwf.errors`, re-exported): on the command line, a bad input ends
+  the command with its message (one line per bad file: the file, the cause and the fix) and exit status 1, without
+  a traceback unless ``--debug True``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai.config import KeysCollection
 from monai.data import FolderLayout
-from monai.utils import ensure_tuple, look_up_option, str2bool
+from monai.utils import ensure_tuple, look_up_option
 
-from monai_lpuwf.data import DataSourceError, IncompleteTripletError, SizeGroupedBatchSampler, UWFImageError
+from monai_lpuwf.data import SizeGroupedBatchSampler
+from monai_lpuwf.errors import UserInputError, brief_input_errors, input_error
 from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms import LoadUWFImage
 
@@ -36,56 +37,9 @@ logger = logging.getLogger(__name__)
 BAD_INPUT_POLICIES = ("skip", "raise")
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(UserInputError, ValueError):
     """Inputs of a generation run (frames, model file) that cannot be used; the message lists every file with its
     reason and fix."""
-
-
-def input_error(error: BaseException | None) -> BaseException | None:
-    """The first error in ``error``'s chain that is a bad input of the user's (``monai.bundle`` wraps the errors
-    of config expressions in ``RuntimeError("Failed to evaluate ...")``): an unusable image or model file
-    (:class:`InferenceInputError`, :class:`~monai_lpuwf.data.UWFImageError`), an incomplete folder
-    (:class:`~monai_lpuwf.data.IncompleteTripletError`), an unusable data source
-    (:class:`~monai_lpuwf.data.DataSourceError`), a missing file or folder, an output that exists already.
-    ``None`` when there is none (a bug, not a bad input)."""
-    kinds = (InferenceInputError, UWFImageError, IncompleteTripletError, DataSourceError, FileNotFoundError,
-             FileExistsError)  # fmt: skip
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, kinds):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _brief_excepthook(exc_type, exc, tb) -> None:
-    error = input_error(exc)
-    if error is None:
-        return _brief_excepthook.previous(exc_type, exc, tb)
-    sys.stderr.write(f"error: {error}\n(add --debug True to the command for the full traceback)\n")
-    sys.stderr.flush()
-
-
-def brief_input_errors(debug: bool | str = False) -> None:
-    """Report a bad input that ends the process with its message and exit status 1, without a traceback.
-
-    Installs a :data:`sys.excepthook` that prints ``error: <message>`` (the messages name each file, the cause and
-    the fix, one line per bad file) for the errors :func:`input_error` recognises, and leaves every other error
-    (a bug) to the previous hook, with its traceback. In-process callers (``monai.bundle.run`` from Python) still
-    get the exception. Called first in the ``initialize`` section of ``inference.json`` and ``evaluate.json``.
-
-    Args:
-        debug: ``True`` (``--debug True``): full tracebacks, the hook is removed.
-    """
-    installed = sys.excepthook is _brief_excepthook
-    if str2bool(debug) if isinstance(debug, str) else bool(debug):
-        if installed:
-            sys.excepthook = _brief_excepthook.previous
-        return
-    if not installed:
-        _brief_excepthook.previous = sys.excepthook
-        sys.excepthook = _brief_excepthook
 
 
 def _modality(key: str) -> str:
@@ -181,7 +135,7 @@ class InferenceInputs:
         except (TypeError, ValueError) as err:
             raise InferenceInputError(
                 f"load_kwargs {file_kwargs} (--load_kwargs): {err}. The loader takes value_range, fa_colour, "
-                "slo_grey, nonfinite and grey_tolerance (see monai_lpuwf.transforms.LoadUWFImage)."
+                "slo_grey, nonfinite, grey_tolerance and max_pixels (see monai_lpuwf.transforms.LoadUWFImage)."
             ) from err
         self.items: list[dict[str, Any]] = []
         self.groups: list[tuple] = []
@@ -223,7 +177,8 @@ class InferenceInputs:
         if self.failures and (self.on_bad_input == "raise" or not self.items):
             raise InferenceInputError(self._failure_text(stopped=not self.items))
         roots = [os.path.dirname(os.path.abspath(str(item[slo_key]))) for item in self.all_items if item.get(slo_key)]
-        self.data_root_dir = str(data_root_dir) if data_root_dir else (os.path.commonpath(roots) if roots else "")
+        self.data_root_dir = os.path.abspath(data_root_dir) if data_root_dir else (
+            os.path.commonpath(roots) if roots else "")  # fmt: skip
 
     def _failure_text(self, stopped: bool = False) -> str:
         head = (
@@ -272,14 +227,25 @@ class InferenceInputs:
 
         Raises:
             FileExistsError: naming the input that would be overwritten, and the fix.
+            InferenceInputError: an output would be written outside ``output_dir`` once symbolic links are
+                followed (an input outside ``data_root_dir``, or a sub-folder of the output folder that is a link
+                to another place), naming the output and the fix.
         """
         inputs = self.input_files()
         outputs: list[Path] = []
         for postfix in ensure_tuple(postfixes):
             outputs += self.output_paths(output_dir, str(postfix), ext)
+        folder = Path(output_dir).resolve()
         seen: dict[Path, int] = {}
         for path in outputs:
             resolved = path.resolve()
+            if folder not in resolved.parents:
+                raise InferenceInputError(
+                    f"output file {path} would be written outside the output folder {output_dir} (to {resolved}, "
+                    f"symbolic links followed): its input does not lie under {self.data_root_dir}, the folder whose "
+                    "layout the outputs mirror, or a sub-folder of the output folder is a link to another place. "
+                    "Give --input_dir the folder that holds every input, or remove the link from the output folder."
+                )
             if resolved in inputs:
                 raise FileExistsError(
                     f"output file {path} would overwrite the input file {resolved}; choose another output_dir "

@@ -6,7 +6,7 @@ from .autoencoder import ConditionalAutoencoderKL
 from .compat import convert_monai_generative_state_dict, load_monai_generative_state_dict
 from .condition_encoder import GatedConditionEncoder
 from .device_options import AutocastGroupNorm, optimize_for_device
-from .model import LPUWFModel
+from .model import LPUWFModel, check_image_size
 from .presets import (
     PRESETS,
     PRIOR_PRESETS,
@@ -22,6 +22,7 @@ __all__ = [
     "GatedConditionEncoder",
     "ConditionalAutoencoderKL",
     "LPUWFModel",
+    "check_image_size",
     "PRESETS",
     "PRIOR_PRESETS",
     "RESIDUAL_PRESETS",

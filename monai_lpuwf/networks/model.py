@@ -9,11 +9,14 @@ from typing import Any
 
 import torch
 from monai.networks.nets import ControlNet, DiffusionModelUNet
+from monai.utils import ensure_tuple
 from torch import nn
+
+from monai_lpuwf.errors import SettingError
 
 from .autoencoder import ConditionalAutoencoderKL
 
-__all__ = ["LPUWFModel"]
+__all__ = ["LPUWFModel", "check_image_size"]
 
 # U-Net arguments that a ControlNet mirrors ("keep consistent with the diffusion model")
 _CONTROLNET_ARGS = frozenset(inspect.signature(ControlNet).parameters)
@@ -198,3 +201,37 @@ class LPUWFModel(nn.Module):
     def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, slo: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`denoise` (so that wrappers such as DDP see the diffusion pass)."""
         return self.denoise(x_t, timesteps, slo)
+
+
+def check_image_size(network: nn.Module, image_size: Any, option: str = "--image_size") -> tuple[int, ...]:
+    """A training crop size the whole model can take: every side a multiple of ``network.size_divisor``.
+
+    Checked when a training stage starts (stage 1 already): the autoencoder alone takes multiples of its own
+    ``downsample_factor``, so without this check a size such as 100 would train stages 1 and 2 and only fail in
+    stage 3, inside the U-Net, with "Sizes of tensors must match".
+
+    Args:
+        network: an :class:`LPUWFModel` (or a wrapper with a ``module`` attribute, e.g. DDP).
+        image_size: an int (a square) or one int per spatial side.
+        option: the setting's name in messages.
+
+    Returns:
+        the size as a tuple of ints.
+
+    Raises:
+        SettingError: a side is not a positive multiple of the divisor, naming the nearest valid sizes.
+    """
+    model = getattr(network, "module", network)
+    divisor = int(model.size_divisor)
+    size = tuple(int(s) for s in ensure_tuple(image_size))
+    bad = [s for s in size if s <= 0 or s % divisor]
+    if bad:
+        down = [max(divisor, s // divisor * divisor) for s in size]
+        up = [max(divisor, -(-s // divisor) * divisor) for s in size]
+        raise SettingError(
+            f"{option} {list(size)}: {bad[0]} is not a multiple of {divisor}, the size divisor of this network (the "
+            f"autoencoder shrinks images {model.downsample_factor} x, the U-Net halves the latents "
+            f"{len(model.unet.block_out_channels) - 1} times); stage 3 would stop on it with 'Sizes of tensors must "
+            f"match'. Use {option} {down if down != up else up}" + (f" or {up}" if down != up else "") + "."
+        )
+    return size

@@ -30,7 +30,13 @@ Channels
 ``modality="fa"`` gives 1 channel: grey stored as RGB (all channels equal up to a small tolerance, e.g. the authors'
 24-bit BMPs or a JPEG) collapses to one channel; a truly coloured FA is an error unless ``fa_colour`` says how to
 make it grey. A picture of one row (1 x W, even 1 x 1, with or without colour) is read
-as one row: ``(H, W, C)`` arrays are never taken for a stack of slices.
+as one row: ``(H, W, C)`` arrays are never taken for a stack of slices. CMYK (and YCbCr, LAB, HSV) files are
+converted to RGB; 16-bit colour PNGs keep their 16 bits (:func:`~monai_lpuwf.data.image_io.read_uwf_array`).
+
+Size
+----
+A frame above ``max_pixels`` (default 50 megapixels) is refused by name before its pixels are decoded where the
+file's header gives the size (``--load_kwargs "{'max_pixels':N}"`` raises the limit).
 """
 
 from __future__ import annotations
@@ -46,7 +52,13 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import MapTransform, Resize, Transform
 from monai.utils import TransformBackends, ensure_tuple_rep, look_up_option
 
-from monai_lpuwf.data.image_io import UWFImageError, load_kwargs_cli, read_uwf_array, stored_value_range
+from monai_lpuwf.data.image_io import (
+    DEFAULT_MAX_PIXELS,
+    UWFImageError,
+    load_kwargs_cli,
+    read_uwf_array,
+    stored_value_range,
+)
 from monai_lpuwf.keys import UWFKeys
 
 __all__ = ["LoadUWFImage", "LoadUWFImaged", "LoadUWFImageD", "LoadUWFImageDict", "MODALITIES"]
@@ -113,6 +125,8 @@ class LoadUWFImage(Transform):
             ``"black"`` (set to the low end of the range; the range is taken from the finite pixels).
         grey_tolerance: mean absolute channel deviation, as a fraction of the value range, still counted as grey.
         dtype: output dtype.
+        max_pixels: frames with more pixels (H x W) are refused, before decoding where the file's header gives the
+            size (default 50 M, :data:`~monai_lpuwf.data.image_io.DEFAULT_MAX_PIXELS`); ``None``: no limit.
 
     Raises:
         FileNotFoundError: missing file.
@@ -133,8 +147,12 @@ class LoadUWFImage(Transform):
         nonfinite: str = "raise",
         grey_tolerance: float = 0.01,
         dtype: torch.dtype = torch.float32,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.modality = look_up_option(modality, MODALITIES)
+        if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 1):
+            raise ValueError(f"max_pixels must be a positive number of pixels or None, got {max_pixels!r}.")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.reader = reader
         if value_range is None or isinstance(value_range, str):
             self.value_range = None if value_range is None else look_up_option(value_range, ("minmax",))
@@ -175,7 +193,7 @@ class LoadUWFImage(Transform):
         Returns:
             MetaTensor ``(3, H, W)`` for SLO or ``(1, H, W)`` for FA, values in ``[-1, 1]``.
         """
-        arr, meta = read_uwf_array(filename, self.reader)
+        arr, meta = read_uwf_array(filename, self.reader, max_pixels=self.max_pixels)
         arr, bad = self._finite(arr, filename)
         if arr.size and self.value_range is None:
             low, high, bits = stored_value_range(arr, meta, filename)

@@ -5,11 +5,13 @@
   written files (``evaluate.json``).
 * :func:`save_generated`: images written with MONAI's :class:`~monai.transforms.SaveImaged` in the orientation and
   size of the input (rows first, as :class:`~monai_lpuwf.transforms.LoadUWFImage` reads them back), rounded to the
-  output dtype (``inference.json``, ``evaluate.json``).
+  output dtype (``inference.json``, ``evaluate.json``), each through a temporary file and one rename
+  (:func:`atomic_writer`), so no half-written image is ever readable.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -30,6 +32,8 @@ from monai.transforms import (
 )
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, look_up_option
 
+from monai_lpuwf.atomic_write import atomic_path
+
 __all__ = [
     "OUTPUT_DTYPES",
     "output_levels",
@@ -37,6 +41,7 @@ __all__ = [
     "QuantizeIntensityd",
     "QuantizeIntensityD",
     "QuantizeIntensityDict",
+    "atomic_writer",
     "save_generated",
 ]
 
@@ -105,6 +110,19 @@ class QuantizeIntensityd(MapTransform):
 QuantizeIntensityD = QuantizeIntensityDict = QuantizeIntensityd
 
 
+@functools.cache
+def atomic_writer(writer: type) -> type:
+    """A subclass of the MONAI :class:`~monai.data.ImageWriter` ``writer`` whose ``write`` goes through a temporary
+    file in the target folder and one rename (:func:`~monai_lpuwf.atomic_write.atomic_path`): a reader never sees
+    half an image, and a write that fails leaves no file behind."""
+
+    def write(self, filename, verbose: bool = True, **kwargs):
+        with atomic_path(filename) as tmp:
+            return writer.write(self, tmp, verbose=verbose, **kwargs)
+
+    return type(f"Atomic{writer.__name__}", (writer,), {"write": write, "__doc__": atomic_writer.__doc__})
+
+
 def save_generated(
     key: str,
     output_dir: str | os.PathLike,
@@ -161,5 +179,7 @@ def save_generated(
     )
     if not nifti:
         saver.set_options(write_kwargs={"reverse_indexing": False})  # PIL: the array is already (rows, columns)
+    # every writer MONAI would try for this suffix, writing through a temporary file + rename
+    saver.saver.writers = tuple(atomic_writer(w) for w in saver.saver.writers)
     xforms += [saver, DeleteItemsd(keys=tmp)]
     return Compose(xforms)

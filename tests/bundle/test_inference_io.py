@@ -10,8 +10,9 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
+from monai_lpuwf import errors
 from monai_lpuwf.data import SizeGroupedBatchSampler, UWFImageError, generate_phantoms, save_uwf_image
-from monai_lpuwf.generation import InferenceInputError, InferenceInputs, brief_input_errors, input_error, inputs
+from monai_lpuwf.generation import InferenceInputError, InferenceInputs, brief_input_errors, input_error
 from monai_lpuwf.transforms import LoadUWFImage, QuantizeIntensity, save_generated
 
 
@@ -116,7 +117,7 @@ def test_input_errors_end_the_command_in_one_message_without_traceback(monkeypat
     previous = lambda *args: calls.append(args)  # noqa: E731
     # both restored after the test (an earlier in-process bundle run may have installed the hook)
     monkeypatch.setattr(sys, "excepthook", previous)
-    monkeypatch.setattr(inputs._brief_excepthook, "previous", sys.__excepthook__, raising=False)
+    monkeypatch.setattr(errors._brief_excepthook, "previous", sys.__excepthook__, raising=False)
     brief_input_errors(False)
     brief_input_errors("false")  # installed once
     assert sys.excepthook is not previous

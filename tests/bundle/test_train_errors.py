@@ -83,3 +83,33 @@ def test_config_file_typo_names_the_file(fresh, bundle):
         FileNotFoundError, run, "training", config_file=[str(fresh / "configs" / "common.json"), str(missing)]
     )
     assert str(missing) in str(error)
+
+
+def test_image_size_the_network_cannot_take_stops_stage_1(fresh, bundle):
+    """48 is a multiple of the autoencoder's 4 but not of the whole model's 32: refused when stage 1 starts, naming
+    the option, the divisor and the nearest valid sizes (before the check, stages 1 and 2 trained and stage 3
+    stopped inside the U-Net with "Sizes of tensors must match")."""
+    from monai_lpuwf.errors import SettingError
+
+    error = bundle.raised_error(SettingError, bundle.run_stage, fresh, "autoencoder", image_size=[48, 48])
+    assert str(error).startswith("--image_size [48, 48]: 48 is not a multiple of 32")
+    assert "Use --image_size [32, 32] or [64, 64]" in str(error)
+    assert not (fresh / "models" / "model_autoencoder.pt").exists()
+
+
+def test_training_input_errors_end_the_command_in_one_line(fresh, bundle, tmp_path):
+    """The training command line reports a bad datalist like generation does: ``error: <message>`` naming the file
+    and the item, exit status 1, no traceback (``--debug True`` brings the traceback back)."""
+    import subprocess
+
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps({"training": ["1.png", {"slo": "1.png"}], "validation": []}))
+    command = bundle.cli_command(fresh, "autoencoder", datalist=str(datalist))
+    result = subprocess.run(command, capture_output=True, text=True, env=bundle.cli_env(), timeout=600)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert (
+        f"error: {datalist}: 1 item(s) of section 'training' are not objects of file paths: item 1 is a str (\"1.png\")"
+        in result.stderr
+    )
+    assert "(add --debug True to the command for the full traceback)" in result.stderr

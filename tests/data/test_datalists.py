@@ -133,3 +133,31 @@ def test_real_sample_folder(uwf_samples_dir):
         "val/10.bmp",
     ]
     assert all(Path(i["late"]).name == Path(i["slo"]).stem + ".2.bmp" for i in items)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (["a.png", {"slo": "a.png"}], "1 item(s) of the list are not objects of file paths: item 1 is a str"),
+        ({"training": [{"slo": "a.png"}, 3, None]}, "2 item(s) of section 'training' are not objects of file paths"),
+        ({"training": {"slo": "a.png"}}, "section 'training' is a JSON dict, not a list of items"),
+        ("a.png", "holds a JSON str, not a list of items"),
+    ],
+)
+def test_datalist_items_that_are_not_dicts_are_named(tmp_path, content, expected):
+    from monai_lpuwf.data import DataSourceError
+
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataSourceError) as info:
+        datalist_from_file(path, require_early=False, require_late=False)
+    assert str(info.value).startswith(f"{path}: ") and expected in str(info.value), str(info.value)
+
+
+def test_a_datalist_that_is_not_json_names_the_line(tmp_path):
+    from monai_lpuwf.data import DataSourceError
+
+    path = tmp_path / "list.json"
+    path.write_text('[\n  {"slo": "a.png",}\n]')
+    with pytest.raises(DataSourceError, match=r"list\.json: not valid JSON \(.* at line 2, column"):
+        datalist_from_file(path)
