@@ -41,6 +41,8 @@ _spec.loader.exec_module(h)
 CONFIGS = ("inference.json", "evaluate.json")
 SIZE = (192, 224)  # (H, W): MS-SSIM needs 176 pixels a side
 PREDICTORS = ("model", "constant", "early")
+# rows of the model and the early phase after aligning each onto its real late frame (evaluate.json: align true)
+ALIGNED = ("model_aligned", "early_aligned")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,7 +112,7 @@ def test_scores_equal_monai_metrics_on_the_written_files(bundle, tmp_path, check
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_rows(report)
     ids = ["train/1", "train/2", "val/1", "val/2"]
-    assert set(rows) == {(i, p) for i in ids for p in PREDICTORS}
+    assert set(rows) == {(i, p) for i in ids for p in PREDICTORS + ALIGNED}
     constant = np.mean([LoadUWFImage("fa")(dataset / "train" / f"{n}.2.png").numpy() for n in (1, 2)])
     for image_id in ids:
         late, early = unit(dataset / f"{image_id}.2.png"), unit(dataset / f"{image_id}.1.png")
@@ -132,7 +134,7 @@ def test_scores_equal_monai_metrics_on_the_written_files(bundle, tmp_path, check
         psnr = [rows[(i, predictor)]["psnr"] for i in ids]
         assert summary["scores"][predictor]["psnr"]["mean"] == pytest.approx(float(np.mean(psnr)))
         assert summary["scores"][predictor]["psnr"]["n"] == 4
-    assert summary["fid"] == summary["inception_score"] == dict.fromkeys(PREDICTORS)
+    assert summary["fid"] == summary["inception_score"] == dict.fromkeys(PREDICTORS + ALIGNED)
     assert "switched off" in summary["fid_note"]
     assert summary["constant_value"] == pytest.approx(float(constant), rel=1e-5)
     assert "train_dir" in summary["constant_source"] and str(dataset / "train") in summary["constant_source"]
@@ -192,7 +194,7 @@ def test_fid_is_lpips_and_uncertainty_from_local_weights(bundle, tmp_path, check
     p = torch.softmax(gen_logits, 1)
     kl = (p * (p.log() - p.mean(0, keepdim=True).log())).sum(1)
     assert summary["inception_score"]["model"]["mean"] == pytest.approx(float(torch.exp(kl.mean())), rel=1e-4)
-    assert set(summary["fid"]) == set(PREDICTORS)
+    assert set(summary["fid"]) == set(PREDICTORS + ALIGNED)
     lpips = OfflinePerceptualLoss("alexnet", weights_path=backbone, lpips_weights_path=lins, reduction="none",
                                   value_range=(0.0, 1.0))(preds.float(), lates.float())  # fmt: skip
     rows = read_rows(report)
@@ -237,7 +239,7 @@ def test_the_constant_comes_from_the_model_file_and_else_is_left_out(bundle, tmp
     report = run_evaluation(bundle, tmp_path, checkpoint, dataset / "val", fid=False, eval_dir=str(tmp_path / "r2"))
     summary = _summary(report)
     assert summary["constant_value"] is None and "--train_dir" in summary["constant_source"]
-    assert {p for _, p in read_rows(report)} == {"model", "early"}
+    assert {p for _, p in read_rows(report)} == {"model", "early", *ALIGNED}
     assert "constant-image baseline left out" in capsys.readouterr().out  # the bundle's logging.conf: stdout
 
 
@@ -248,7 +250,8 @@ def test_a_missing_early_phase_is_scored_without_the_early_predictor(bundle, tmp
         (data / name).write_bytes((dataset / "val" / name).read_bytes())
     report = run_evaluation(bundle, tmp_path, checkpoint, data, fid=False, train_dir=str(dataset / "train"))
     rows = read_rows(report)
-    assert set(rows) == {("1", "model"), ("1", "constant"), ("1", "early"), ("2", "model"), ("2", "constant")}
+    assert set(rows) == {("1", "model"), ("1", "constant"), ("1", "early"), ("2", "model"), ("2", "constant"),
+                         ("1", "model_aligned"), ("1", "early_aligned"), ("2", "model_aligned")}  # fmt: skip
     assert "psnr_lesion" in rows[("1", "model")] and math.isnan(rows[("2", "model")].get("psnr_lesion", math.nan))
     summary = _summary(report)
     assert summary["without_early"] == ["2"] and summary["scores"]["early"]["psnr"]["n"] == 1
