@@ -57,7 +57,7 @@ from monai_lpuwf.engines import (
 )
 from monai_lpuwf.engines.scale_factor import compute_scale_factor
 from monai_lpuwf.inferers import LPUWFSampler
-from monai_lpuwf.losses import CTRDLoss
+from monai_lpuwf.losses import CTRDLoss, VesselBandL1Loss
 from monai_lpuwf.metrics import detail_ratio, mean_intensity, vessel_band_correlation
 from monai_lpuwf.metrics.sensitivity import input_sensitivity
 from monai_lpuwf.networks import build_model, build_prior, build_residual_model
@@ -68,11 +68,15 @@ RECIPE = {
     "prior_iters": 800,
     "prior_batch": 8,
     "prior_lr": 2e-3,
+    "prior_band_weight": 0.0,
     "residual_iters": 300,
     "residual_batch": 4,
     "residual_lr": 1e-3,
     "residual_warmup": 50,
     "steps": 10,
+    "t_start": None,
+    "competitor_batch": 8,
+    "competitor_iters": None,
 }
 SMALL = {**rs.BASE, "controlnet_lr_mult": 3.0, "conditioning_scale": 2.0}
 
@@ -89,13 +93,14 @@ def cosine(total: int, warmup: int = 0):
 
 def train_prior(train: list, size: int, seed: int, cfg: dict, device: str):
     set_determinism(seed)
+    loss = VesselBandL1Loss(band_weight=cfg["prior_band_weight"]) if cfg["prior_band_weight"] else torch.nn.L1Loss()
     prior = build_prior().to(device)
     loader = rs.make_loader(train, size, augment=True, batch=cfg["prior_batch"], shuffle=True)
     opt = torch.optim.Adam(prior.parameters(), lr=cfg["prior_lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(cfg["prior_iters"]))
     trainer = SupervisedTranslationTrainer(
         device=device, max_epochs=1, epoch_length=cfg["prior_iters"], train_data_loader=loader, network=prior,
-        optimizer=opt, loss_function=torch.nn.L1Loss(), prepare_batch=KeyedPrepareBatch("slo", "late"),
+        optimizer=opt, loss_function=loss, prepare_batch=KeyedPrepareBatch("slo", "late"),
     )  # fmt: skip
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sched.step())
     t0 = time.time()
@@ -194,9 +199,9 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
     if "residual" in arms:
         model, t_res = train_residual(prior, train, size, seed, cfg, device)
         budget += t_res
+        sampler = {"num_inference_steps": cfg["steps"], "t_start": cfg["t_start"]}
         for n in (1, 4, 16):
-            preds = [LPUWFSampler(num_inference_steps=cfg["steps"], num_samples=n, seed=s)(slo, model)["pred"]
-                     for s in (seed, seed + 1000)]  # fmt: skip
+            preds = [LPUWFSampler(num_samples=n, seed=s, **sampler)(slo, model)["pred"] for s in (seed, seed + 1000)]
             res = score(preds[0], batch, train_mean, other_seed=preds[1])
             save(work, f"residual_n{n}", seed, {**res, "train_s": t_prior + t_res}, preds[0])
         if sweep and seed == min(seeds):
@@ -205,13 +210,16 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
                     p = LPUWFSampler(num_inference_steps=steps, seed=seed, t_start=t_start)(slo, model)["pred"]
                     tag = f"residual_steps{steps}" + ("" if t_start is None else f"_t{t_start}")
                     save(work, tag, seed, {**score(p, batch, train_mean), "train_s": t_prior + t_res}, p)
-    if "BasicUNet" in arms:
-        loader = rs.make_loader(train, size, augment=True, batch=4, shuffle=True)  # the ablation's competitor
-        net, iters, secs = ablation.train_competitor(seed, loader, budget, device, cfg.get("competitor_iters"))
+    competitors = {"BasicUNet": (budget, cfg["competitor_iters"]), "BasicUNet_iters": (0.0, cfg["prior_iters"])}
+    for arm, (seconds, iterations) in competitors.items():
+        if arm not in arms:
+            continue
+        loader = rs.make_loader(train, size, augment=True, batch=cfg["competitor_batch"], shuffle=True)
+        net, iters, secs = ablation.train_competitor(seed, loader, seconds, device, iterations)
         with torch.no_grad():
             pred = net(slo).clamp(-1, 1)
-        save(work, "BasicUNet", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": secs,
-                                       "iterations": iters}, pred)  # fmt: skip
+        save(work, arm, seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": secs,
+                               "iterations": iters}, pred)  # fmt: skip
     if "small" in arms:
         model, t_small = train_small(work, train, size, seed, device)
         sampler = {"num_inference_steps": 25, "conditioning_scale": SMALL["conditioning_scale"]}
@@ -220,7 +228,7 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
              preds[0])  # fmt: skip
 
 
-ORDER = ["prior", "residual_n1", "residual_n4", "residual_n16", "small", "BasicUNet"]
+ORDER = ["prior", "residual_n1", "residual_n4", "residual_n16", "small", "BasicUNet", "BasicUNet_iters"]
 COLUMNS = [
     ("PSNR", ("scores", "model", "psnr")),
     ("PSNR fov", ("scores", "model", "psnr_fov")),
