@@ -5,14 +5,19 @@ On the main job's phantoms (``bundle/scripts/quickstart.sh``: 64 phantoms of 64 
 
 - ``prior``: :class:`~monai_lpuwf.networks.SupervisedPrior` (MONAI BasicUNet) trained through the library's
   :class:`~monai_lpuwf.engines.SupervisedTranslationTrainer` (L1, Adam, cosine decay) - the fast mode;
+- ``prior_band``: the same prior trained with :class:`~monai_lpuwf.losses.VesselBandL1Loss` (L1 plus
+  ``band_arm_weight`` x L1 on the DoG vessel band);
 - ``residual``: :class:`~monai_lpuwf.networks.ResidualDiffusionModel` on that prior, its pixel-space denoiser
   trained through :class:`~monai_lpuwf.engines.LatentDiffusionTrainer` with
   :class:`~monai_lpuwf.engines.ResidualDiffusionPrepareBatch`; sampled with 1, 4 and 16 draws averaged
   (``residual_n1`` ...), and a step-count sweep on one draw;
 - ``small``: the main job's latent recipe (stages 1-2 with the bundle's own commands, stages 3-4 in-process as
   ``recipe_study.py`` does: sample prediction, ControlNet x3, 900 + 300 iterations, control strength 2);
-- ``BasicUNet``: the ablation's competitor (``ablation.train_competitor``: a plain L1 loop) trained for the wall
-  time the prior and the residual model took together.
+- ``BasicUNet``: the ablation's competitor (``ablation.train_competitor``: a plain L1 loop, Adam 1e-3, batches of
+  ``competitor_batch``) trained for the wall time the prior and the residual model took together (on the device the
+  study runs on); ``BasicUNet_iters``: the same for the prior's iterations (iteration-matched).
+
+``--recipe`` overrides :data:`RECIPE` (JSON), e.g. ``'{"prior_iters": 1500}'``; arms with ``--arms`` (comma list).
 
 Scores on the 16 held-out phantoms (mean over frames, then mean +/- sd over seeds): PSNR (whole, field of view,
 lesion), SSIM, MS-SSIM (n/a below 161 pixels), log-spectral error bands, vessel-band correlation with the real late
@@ -57,7 +62,7 @@ from monai_lpuwf.engines import (
 )
 from monai_lpuwf.engines.scale_factor import compute_scale_factor
 from monai_lpuwf.inferers import LPUWFSampler
-from monai_lpuwf.losses import CTRDLoss
+from monai_lpuwf.losses import CTRDLoss, VesselBandL1Loss
 from monai_lpuwf.metrics import detail_ratio, mean_intensity, vessel_band_correlation
 from monai_lpuwf.metrics.sensitivity import input_sensitivity
 from monai_lpuwf.networks import build_model, build_prior, build_residual_model
@@ -68,13 +73,27 @@ RECIPE = {
     "prior_iters": 800,
     "prior_batch": 8,
     "prior_lr": 2e-3,
+    "prior_band_weight": 0.0,
+    "band_arm_weight": 1.0,
     "residual_iters": 300,
     "residual_batch": 4,
     "residual_lr": 1e-3,
     "residual_warmup": 50,
     "steps": 10,
+    "t_start": None,
+    "competitor_batch": 8,
+    "competitor_iters": None,
 }
 SMALL = {**rs.BASE, "controlnet_lr_mult": 3.0, "conditioning_scale": 2.0}
+
+
+#: DataLoader worker processes of the training loaders (``--workers``)
+WORKERS = {"n": 0}
+
+
+def train_loader(train: list, size: int, batch: int):
+    """The main job's augmented training loader (``recipe_study.make_loader``), with ``--workers`` processes."""
+    return rs.make_loader(train, size, augment=True, batch=batch, shuffle=True, num_workers=WORKERS["n"])
 
 
 def main_job_data(work: Path, size: int) -> tuple[list, list]:
@@ -89,13 +108,14 @@ def cosine(total: int, warmup: int = 0):
 
 def train_prior(train: list, size: int, seed: int, cfg: dict, device: str):
     set_determinism(seed)
+    loss = VesselBandL1Loss(band_weight=cfg["prior_band_weight"])
     prior = build_prior().to(device)
-    loader = rs.make_loader(train, size, augment=True, batch=cfg["prior_batch"], shuffle=True)
+    loader = train_loader(train, size, cfg["prior_batch"])
     opt = torch.optim.Adam(prior.parameters(), lr=cfg["prior_lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(cfg["prior_iters"]))
     trainer = SupervisedTranslationTrainer(
         device=device, max_epochs=1, epoch_length=cfg["prior_iters"], train_data_loader=loader, network=prior,
-        optimizer=opt, loss_function=torch.nn.L1Loss(), prepare_batch=KeyedPrepareBatch("slo", "late"),
+        optimizer=opt, loss_function=loss, prepare_batch=KeyedPrepareBatch("slo", "late"),
     )  # fmt: skip
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sched.step())
     t0 = time.time()
@@ -107,7 +127,7 @@ def train_residual(prior, train: list, size: int, seed: int, cfg: dict, device: 
     set_determinism(seed + 1)
     model = build_residual_model().to(device)
     model.prior.load_state_dict(prior.state_dict())
-    loader = rs.make_loader(train, size, augment=True, batch=cfg["residual_batch"], shuffle=True)
+    loader = train_loader(train, size, cfg["residual_batch"])
     t0 = time.time()
     model.residual_scale.fill_(compute_residual_scale(model, loader, device=device, num_batches=8))
     set_trainable(model, ["denoiser"])
@@ -145,7 +165,7 @@ def train_small(work: Path, train: list, size: int, seed: int, device: str):
     set_determinism(seed)
     model = build_model("small").to(device)
     model.load_state_dict(torch.load(ae, map_location=device, weights_only=True)["model"])
-    loader = rs.make_loader(train, size, augment=True, batch=SMALL["batch"], shuffle=True)
+    loader = train_loader(train, size, SMALL["batch"])
     model.scale_factor.fill_(compute_scale_factor(model.autoencoder, loader, "early", device, num_batches=8))
     t0 = time.time()
     mse = torch.nn.MSELoss()
@@ -191,12 +211,16 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
         budget += t_prior
         pred = LPUWFSampler(num_samples=1)(slo, prior)["pred"]
         save(work, "prior", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_prior}, pred)
+    if "prior_band" in arms:  # the same prior trained with the vessel-band term (VesselBandL1Loss)
+        band, t_band = train_prior(train, size, seed, {**cfg, "prior_band_weight": cfg["band_arm_weight"]}, device)
+        pred = LPUWFSampler(num_samples=1)(slo, band)["pred"]
+        save(work, "prior_band", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_band}, pred)
     if "residual" in arms:
         model, t_res = train_residual(prior, train, size, seed, cfg, device)
         budget += t_res
+        sampler = {"num_inference_steps": cfg["steps"], "t_start": cfg["t_start"]}
         for n in (1, 4, 16):
-            preds = [LPUWFSampler(num_inference_steps=cfg["steps"], num_samples=n, seed=s)(slo, model)["pred"]
-                     for s in (seed, seed + 1000)]  # fmt: skip
+            preds = [LPUWFSampler(num_samples=n, seed=s, **sampler)(slo, model)["pred"] for s in (seed, seed + 1000)]
             res = score(preds[0], batch, train_mean, other_seed=preds[1])
             save(work, f"residual_n{n}", seed, {**res, "train_s": t_prior + t_res}, preds[0])
         if sweep and seed == min(seeds):
@@ -205,13 +229,16 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
                     p = LPUWFSampler(num_inference_steps=steps, seed=seed, t_start=t_start)(slo, model)["pred"]
                     tag = f"residual_steps{steps}" + ("" if t_start is None else f"_t{t_start}")
                     save(work, tag, seed, {**score(p, batch, train_mean), "train_s": t_prior + t_res}, p)
-    if "BasicUNet" in arms:
-        loader = rs.make_loader(train, size, augment=True, batch=4, shuffle=True)  # the ablation's competitor
-        net, iters, secs = ablation.train_competitor(seed, loader, budget, device, cfg.get("competitor_iters"))
+    competitors = {"BasicUNet": (budget, cfg["competitor_iters"]), "BasicUNet_iters": (0.0, cfg["prior_iters"])}
+    for arm, (seconds, iterations) in competitors.items():
+        if arm not in arms:
+            continue
+        loader = train_loader(train, size, cfg["competitor_batch"])
+        net, iters, secs = ablation.train_competitor(seed, loader, seconds, device, iterations)
         with torch.no_grad():
             pred = net(slo).clamp(-1, 1)
-        save(work, "BasicUNet", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": secs,
-                                       "iterations": iters}, pred)  # fmt: skip
+        save(work, arm, seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": secs,
+                               "iterations": iters}, pred)  # fmt: skip
     if "small" in arms:
         model, t_small = train_small(work, train, size, seed, device)
         sampler = {"num_inference_steps": 25, "conditioning_scale": SMALL["conditioning_scale"]}
@@ -220,7 +247,7 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
              preds[0])  # fmt: skip
 
 
-ORDER = ["prior", "residual_n1", "residual_n4", "residual_n16", "small", "BasicUNet"]
+ORDER = ["prior", "prior_band", "residual_n1", "residual_n4", "residual_n16", "small", "BasicUNet", "BasicUNet_iters"]
 COLUMNS = [
     ("PSNR", ("scores", "model", "psnr")),
     ("PSNR fov", ("scores", "model", "psnr_fov")),
@@ -307,6 +334,7 @@ def main() -> None:
     parser.add_argument("--arms", default="prior,residual,BasicUNet,small")
     parser.add_argument("--recipe", default="{}", help="JSON overrides of RECIPE, e.g. '{\"prior_iters\": 600}'")
     parser.add_argument("--sweep", action="store_true", help="also the residual model's step / t_start sweep")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the training loaders")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--figure", type=Path, default=None, help="with --table: write a montage of seed 0")
     args = parser.parse_args()
@@ -317,6 +345,7 @@ def main() -> None:
             montage(args.work, args.figure)
         return
     cfg = {**RECIPE, **json.loads(args.recipe)}
+    WORKERS["n"] = args.workers
     (args.work / "results").mkdir(parents=True, exist_ok=True)
     (args.work / "results" / "recipe.json").write_text(json.dumps({"recipe": cfg, "device": args.device}))
     for seed in args.seeds:

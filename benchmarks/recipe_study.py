@@ -138,10 +138,13 @@ def autoencoder_report(model, batch: dict) -> dict:
     return out
 
 
-def make_loader(items: list, size: int, augment: bool, batch: int, shuffle: bool) -> DataLoader:
+def make_loader(items: list, size: int, augment: bool, batch: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    """The training transforms on cached phantoms; ``num_workers`` > 0: augmentation in persistent worker processes
+    (on a GPU the augmentation, not the network, bounds the iteration rate)."""
     xform = uwf_train_transforms(spatial_size=size, with_late=True, augment=augment)
     ds = CacheDataset(items, xform, cache_rate=1.0, progress=False)
-    return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=0)
+    return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)  # fmt: skip
 
 
 def train_stage(model, loader, cfg: dict, fa_key: str, iters: int, lr: float, loss, device: str = "cpu") -> float:

@@ -10,28 +10,17 @@ difference of Gaussians (DoG) between ``sigma_low`` and ``sigma_high`` pixels (0
 - :func:`detail_ratio`: the DoG band's energy (sum of squares) of the generated frame over the real frame's
   (1 = as much fine structure, a blur -> 0, added noise or texture > 1). It does not ask where the structure is.
 
-Both are per image, optionally within a mask (the field of view). Inputs in any common intensity range.
+Both are per image, optionally within a mask (the field of view). Inputs in any common intensity range. The band
+itself, :func:`vessel_band`, lives with the loss that trains on it (:mod:`monai_lpuwf.losses.structure`).
 """
 
 from __future__ import annotations
 
 import torch
-from monai.networks.layers import GaussianFilter
+
+from ..losses.structure import VESSEL_BAND_SIGMAS, vessel_band
 
 __all__ = ["VESSEL_BAND_SIGMAS", "vessel_band", "vessel_band_correlation", "detail_ratio"]
-
-#: DoG sigmas (pixels) of the vessel band on the main job's 64 x 64 phantoms
-VESSEL_BAND_SIGMAS = (0.7, 2.5)
-
-
-def vessel_band(images: torch.Tensor, sigmas: tuple[float, float] = VESSEL_BAND_SIGMAS) -> torch.Tensor:
-    """Difference of Gaussians ``G(sigma_low) * x - G(sigma_high) * x`` of (B, C, H, W) images (same shape); sampled
-    Gaussian kernels truncated at 4 sigma (as ``scipy.ndimage.gaussian_filter``), zero padding at the border."""
-    x = torch.as_tensor(images).float()
-    spatial = x.ndim - 2
-    low = GaussianFilter(spatial, sigma=float(sigmas[0]), approx="sampled")(x)
-    high = GaussianFilter(spatial, sigma=float(sigmas[1]), approx="sampled")(x)
-    return low - high
 
 
 def _flat(band: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

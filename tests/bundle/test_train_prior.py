@@ -28,7 +28,7 @@ def test_prior_then_residual_then_generation(tmp_path, bundle):
     from monai.bundle import run
 
     root = bundle.new_bundle_root(tmp_path / "b")
-    _train(root, ["train_prior.json"], prior_overrides=TINY_PRIOR)
+    _train(root, ["train_prior.json"], prior_overrides=TINY_PRIOR, prior_band_weight=0.5)  # the band term runs
     prior_file = bundle.load_checkpoint(root / "models" / "model_prior.pt")
     assert prior_file["config"]["model_class"] == "prior" and "data_stats" in prior_file
     prior = load_model(root / "models" / "model_prior.pt")
