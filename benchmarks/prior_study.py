@@ -175,7 +175,8 @@ def train_small(work: Path, train: list, size: int, seed: int, device: str):
 
 
 def score(pred: torch.Tensor, batch: dict, train_mean: float, other_seed: torch.Tensor | None = None) -> dict:
-    pred = pred.float().cpu()
+    pred = pred.float().cpu()  # the batch is scored on the CPU, whatever device the arm ran on
+    other_seed = None if other_seed is None else other_seed.float().cpu()
     fov = batch["fov"]
     out = {
         "scores": ablation.scores_of(pred, batch, train_mean),
