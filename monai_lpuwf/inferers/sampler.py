@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, Scheduler
 from monai.utils import look_up_option, optional_import
 from torch import nn
@@ -136,9 +137,10 @@ class LPUWFSampler:
             crops) when the latent grid is larger; ``None``: always whole frames.
         decode_overlap: latent pixels shared by neighbouring decoder tiles (blended over).
         denoise_tile: denoise in latent tiles of at most this side (rounded down to the U-Net's multiple) when the
-            latent grid is larger; ``None``: always whole frames.
+            latent grid is larger; ``None``: always whole frames. The residual method (pixel space) denoises
+            frames larger than this many pixels in Gaussian-blended windows of this side.
         denoise_overlap: latent pixels shared by neighbouring denoiser tiles (blended over; the U-Net's
-            receptive field is wider than the decoder's, hence a wider default).
+            receptive field is wider than the decoder's, hence a wider default); pixels for the residual method.
         check_memory: estimate the memory needed before starting and stop with a clear ``MemoryError`` if the
             device (GPU memory, or available RAM) has less.
         tile_policy: when the tiles are used (:data:`~monai_lpuwf.inferers.tiling.TILE_POLICIES`): ``"auto"``
@@ -427,6 +429,30 @@ class LPUWFSampler:
             return steps
         return [] if self.t_start == 0 else [t for t in steps if t <= self.t_start]
 
+    def _denoise_pixels(self, model: nn.Module, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+        """The residual model's denoiser output for ``x`` (B, C, *spatial) at timestep ``t``: in one pass, or in
+        overlapping windows of ``denoise_tile`` pixels (Gaussian-blended, MONAI's ``sliding_window_inference``) when
+        the frame is larger - MONAI's ``DiffusionModelUNet`` keeps self-attention in its middle block, quadratic in
+        the pixels of a whole frame (a native 853 x 682 frame: 213 x 170 tokens), and the model was trained on
+        crops."""
+        tile = self.denoise_tile
+        if tile is None or max(x.shape[2:]) <= tile:
+            return model.denoise(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long), cond)
+        channels = x.shape[1]
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            steps = torch.full((window.shape[0],), t, device=window.device, dtype=torch.long)
+            return model.denoise(window[:, :channels], steps, window[:, channels:])
+
+        return sliding_window_inference(
+            torch.cat([x, cond], dim=1),
+            roi_size=(tile,) * (x.ndim - 2),
+            sw_batch_size=4,
+            predictor=predictor,
+            overlap=self.denoise_overlap / tile,
+            mode="gaussian",
+        )
+
     def _sample_pixels(
         self, slo: torch.Tensor, model: nn.Module, ids: Sequence[str | int | None] | None, method: str
     ) -> torch.Tensor:
@@ -461,8 +487,7 @@ class LPUWFSampler:
                     t0 = torch.full((batch,), timesteps[0], device=device, dtype=torch.long)
                     x = scheduler.add_noise(original_samples=torch.zeros_like(noise), noise=noise, timesteps=t0)
                 for s, t in enumerate(timesteps):
-                    t_batch = torch.full((batch,), t, device=device, dtype=torch.long)
-                    out = model.denoise(x, t_batch, cond)
+                    out = self._denoise_pixels(model, x, t, cond)
                     x = torch.cat(
                         [scheduler.step(out[i : i + 1], t, x[i : i + 1], **step_kwargs[i])[0] for i in range(batch)]
                     )

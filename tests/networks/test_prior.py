@@ -172,3 +172,33 @@ def test_warmup_cosine_factor():
     assert f(9) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 9 / 110)).item()))
     assert f(110) == pytest.approx(0.0, abs=1e-12) and f(500) == pytest.approx(0.0, abs=1e-12)
     assert warmup_cosine(0)(1000) == 1.0  # no total: warm-up only
+
+
+class _PointwiseDenoiser(torch.nn.Module):
+    """A stand-in with a pixel-wise denoiser (no receptive field beyond the pixel): windows cannot change it."""
+
+    def denoise(self, x_t: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        assert timesteps.shape == (x_t.shape[0],) and condition.shape[1] == 4 and x_t.shape[1] == 1
+        return 0.5 * x_t + 0.1 * condition[:, 3:] - 0.01 * timesteps.float().view(-1, 1, 1, 1)
+
+
+def test_frames_larger_than_a_tile_are_denoised_in_windows_equal_to_one_pass():
+    """Frames above ``denoise_tile`` pixels run the residual denoiser in Gaussian-blended windows (the U-Net's
+    middle-block attention is quadratic in a whole frame's pixels); oracle: for a pixel-wise denoiser the windows
+    give exactly the one-pass output, so channels, timesteps and blending are wired right."""
+    x, cond = torch.randn(2, 1, 70, 90), torch.randn(2, 4, 70, 90)
+    model = _PointwiseDenoiser()
+    whole = LPUWFSampler(denoise_tile=None)._denoise_pixels(model, x, 7, cond)
+    windows = LPUWFSampler(denoise_tile=32, denoise_overlap=8)._denoise_pixels(model, x, 7, cond)
+    torch.testing.assert_close(windows, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(whole, model.denoise(x, torch.full((2,), 7), cond))
+
+
+def test_windowed_residual_sampling_of_a_zero_residual_gives_the_prior():
+    model = _tiny_residual()
+    _zero_output(model)
+    slo = torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        prior = model.prior(slo).clamp(-1, 1)
+    sampler = LPUWFSampler(num_inference_steps=3, t_start=None, denoise_tile=32, denoise_overlap=8)
+    torch.testing.assert_close(sampler(slo, model)["pred"], prior, rtol=0, atol=1e-5)
