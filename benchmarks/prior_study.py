@@ -191,7 +191,8 @@ def save(work: Path, arm: str, seed: int, result: dict, pred: torch.Tensor) -> N
     out = work / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{arm}__{seed}.json").write_text(json.dumps({"arm": arm, "seed": seed, **result}, indent=1))
-    torch.save({"pred": pred.float().cpu()}, out / f"{arm}__{seed}.pt")
+    pred = pred.float().cpu()
+    torch.save({"pred": pred.as_tensor() if hasattr(pred, "as_tensor") else pred}, out / f"{arm}__{seed}.pt")
     print(json.dumps({"arm": arm, "seed": seed, "psnr": result["scores"]["model"]["psnr"],
                       "vessel_corr": result["vessel_corr"], "detail": result["detail"],
                       "train_s": result.get("train_s")}), flush=True)  # fmt: skip
@@ -317,9 +318,10 @@ def montage(work: Path, path: Path, seed: int = 0, frames: int = 6) -> None:
     arms = [a for a in ORDER if (work / "results" / f"{a}__{seed}.pt").is_file()]
     cols = ["SLO"] + arms + ["real late"]
     fig, axes = plt.subplots(frames, len(cols), figsize=(1.6 * len(cols), 1.6 * frames))
+    preds = [torch.load(work / "results" / f"{a}__{seed}.pt", weights_only=False)["pred"] for a in arms]  # own files
     for i in range(frames):
         images = [batch["slo"][i].permute(1, 2, 0) * 0.5 + 0.5]
-        images += [torch.load(work / "results" / f"{a}__{seed}.pt")["pred"][i, 0] * 0.5 + 0.5 for a in arms]
+        images += [p[i, 0] * 0.5 + 0.5 for p in preds]
         images += [batch["late"][i, 0] * 0.5 + 0.5]
         for j, im in enumerate(images):
             axes[i, j].imshow(im.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
