@@ -192,7 +192,8 @@ def save(work: Path, arm: str, seed: int, result: dict, pred: torch.Tensor) -> N
     out = work / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{arm}__{seed}.json").write_text(json.dumps({"arm": arm, "seed": seed, **result}, indent=1))
-    torch.save({"pred": pred.float().cpu()}, out / f"{arm}__{seed}.pt")
+    pred = pred.float().cpu()
+    torch.save({"pred": pred.as_tensor() if hasattr(pred, "as_tensor") else pred}, out / f"{arm}__{seed}.pt")
     print(json.dumps({"arm": arm, "seed": seed, "psnr": result["scores"]["model"]["psnr"],
                       "vessel_corr": result["vessel_corr"], "detail": result["detail"],
                       "train_s": result.get("train_s")}), flush=True)  # fmt: skip
@@ -207,15 +208,12 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
     (work / "results").mkdir(parents=True, exist_ok=True)
     torch.save({k: batch[k] for k in ("slo", "late", "early", "fov")}, work / "results" / "batch.pt")
     budget = 0.0
-    if {"prior", "residual", "BasicUNet"} & set(arms):
+    time_matched = "BasicUNet" in arms and cfg["competitor_iters"] is None  # it needs the method's training time
+    if {"prior", "residual"} & set(arms) or time_matched:
         prior, t_prior = train_prior(train, size, seed, cfg, device)
         budget += t_prior
         pred = LPUWFSampler(num_samples=1)(slo, prior)["pred"]
         save(work, "prior", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_prior}, pred)
-    if "prior_band" in arms:  # the same prior trained with the vessel-band term (VesselBandL1Loss)
-        band, t_band = train_prior(train, size, seed, {**cfg, "prior_band_weight": cfg["band_arm_weight"]}, device)
-        pred = LPUWFSampler(num_samples=1)(slo, band)["pred"]
-        save(work, "prior_band", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_band}, pred)
     if "residual" in arms:
         model, t_res = train_residual(prior, train, size, seed, cfg, device)
         budget += t_res
@@ -224,22 +222,30 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
             preds = [LPUWFSampler(num_samples=n, seed=s, **sampler)(slo, model)["pred"] for s in (seed, seed + 1000)]
             res = score(preds[0], batch, train_mean, other_seed=preds[1])
             save(work, f"residual_n{n}", seed, {**res, "train_s": t_prior + t_res}, preds[0])
-        if sweep and seed == min(seeds):
-            for steps in (1, 2, 4, 8, 16, 25):
-                for t_start in (None, 500, 200):
-                    p = LPUWFSampler(num_inference_steps=steps, seed=seed, t_start=t_start)(slo, model)["pred"]
-                    tag = f"residual_steps{steps}" + ("" if t_start is None else f"_t{t_start}")
-                    save(work, tag, seed, {**score(p, batch, train_mean), "train_s": t_prior + t_res}, p)
-    competitors = {"BasicUNet": (budget, cfg["competitor_iters"]), "BasicUNet_iters": (0.0, cfg["prior_iters"])}
-    for arm, (seconds, iterations) in competitors.items():
-        if arm not in arms:
-            continue
+
+    def competitor(arm: str, seconds: float, iterations: int | None) -> None:
         loader = train_loader(train, size, cfg["competitor_batch"])
         net, iters, secs = ablation.train_competitor(seed, loader, seconds, device, iterations)
         with torch.no_grad():
             pred = net(slo).clamp(-1, 1)
         save(work, arm, seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": secs,
                                "iterations": iters}, pred)  # fmt: skip
+
+    # the done-when comparisons first, the extra arms after (a run cut short keeps what matters most)
+    if "BasicUNet" in arms:  # the method's training time, or competitor_iters
+        competitor("BasicUNet", budget, cfg["competitor_iters"])
+    if "prior_band" in arms:  # the same prior trained with the vessel-band term (VesselBandL1Loss)
+        band, t_band = train_prior(train, size, seed, {**cfg, "prior_band_weight": cfg["band_arm_weight"]}, device)
+        pred = LPUWFSampler(num_samples=1)(slo, band)["pred"]
+        save(work, "prior_band", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_band}, pred)
+    if "BasicUNet_iters" in arms:  # the prior's iterations
+        competitor("BasicUNet_iters", 0.0, cfg["prior_iters"])
+    if "residual" in arms and sweep and seed == min(seeds):
+        for steps in (1, 2, 4, 8, 16, 25):
+            for t_start in (None, 500, 200):
+                p = LPUWFSampler(num_inference_steps=steps, seed=seed, t_start=t_start)(slo, model)["pred"]
+                tag = f"residual_steps{steps}" + ("" if t_start is None else f"_t{t_start}")
+                save(work, tag, seed, {**score(p, batch, train_mean), "train_s": t_prior + t_res}, p)
     if "small" in arms:
         model, t_small = train_small(work, train, size, seed, device)
         sampler = {"num_inference_steps": 25, "conditioning_scale": SMALL["conditioning_scale"]}
@@ -313,9 +319,10 @@ def montage(work: Path, path: Path, seed: int = 0, frames: int = 6) -> None:
     arms = [a for a in ORDER if (work / "results" / f"{a}__{seed}.pt").is_file()]
     cols = ["SLO"] + arms + ["real late"]
     fig, axes = plt.subplots(frames, len(cols), figsize=(1.6 * len(cols), 1.6 * frames))
+    preds = [torch.load(work / "results" / f"{a}__{seed}.pt", weights_only=False)["pred"] for a in arms]  # own files
     for i in range(frames):
         images = [batch["slo"][i].permute(1, 2, 0) * 0.5 + 0.5]
-        images += [torch.load(work / "results" / f"{a}__{seed}.pt")["pred"][i, 0] * 0.5 + 0.5 for a in arms]
+        images += [p[i, 0] * 0.5 + 0.5 for p in preds]
         images += [batch["late"][i, 0] * 0.5 + 0.5]
         for j, im in enumerate(images):
             axes[i, j].imshow(im.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)

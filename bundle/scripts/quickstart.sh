@@ -56,13 +56,15 @@ start_all=$SECONDS
 # models/model_residual.pt (bundle/docs/README.md, "A supervised prior refined by diffusion"); opt-in until the
 # multi-seed study shows it wins at this budget
 if [[ "${QUICKSTART_METHOD:-latent}" == "residual" ]]; then
-    # 10 DDIM steps of the residual (the step sweep in bundle/docs/README.md); no ControlNet, so no control strength
+    # the prior takes most of the budget (250 epochs of 6 batches of 8 = 1500 iterations: between 800 and 1500 it
+    # still gains 0.4 dB, bundle/docs/README.md), the residual 300 iterations of 4; 10 DDIM steps of the residual
+    # (the step sweep in bundle/docs/README.md); no ControlNet, so no control strength
     MODEL=(--model_path "$BUNDLE_ROOT/models/model_residual.pt" --num_inference_steps "${QUICKSTART_STEPS:-10}")
     INFER=("${COMMON[@]}" "${DATA[@]}")
     SCORE=("${INFER[@]}" --eval_split validation --fid False --seed_check_images 16)
     step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
         --config_file "['configs/common.json','configs/train_prior.json']" "${TRAIN[@]}" \
-        --max_epochs "${QUICKSTART_EPOCHS_PRIOR:-134}" --val_interval 134 "$@"
+        --max_epochs "${QUICKSTART_EPOCHS_PRIOR:-250}" --val_interval 250 "$@"
     step "[2/4] diffusion on the prior's residual (pixel space)" training \
         --config_file "['configs/common.json','configs/train_residual.json']" "${TRAIN[@]}" \
         --max_epochs "${QUICKSTART_EPOCHS_RESIDUAL:-25}" --val_interval 25 "$@"
