@@ -58,3 +58,13 @@ def test_prior_then_residual_then_generation(tmp_path, bundle):
     # the residual method generates prior + residual: close to the prior's picture, not equal to it
     diff = np.abs(outputs["residual"] - outputs["prior"])
     assert 0 < diff.mean() < 64, diff.mean()
+
+    # scoring the prior on the phantoms: no aligned rows (evaluate.json aligns only real data - a dataset folder or
+    # datalist; the phantoms are generated in one geometry, and aligning them would only add interpolation)
+    report = tmp_path / "report"
+    run(config_file=[str(root / "configs" / c) for c in ("inference.json", "evaluate.json")], bundle_root=str(root),
+        model_path=str(root / "models" / "model_prior.pt"), eval_dir=str(report), num_phantoms=4,
+        phantom_size=[64, 64], eval_split="validation", fid=False, num_threads=torch.get_num_threads())  # fmt: skip
+    rows = (report / "scores.csv").read_text().splitlines()
+    predictors = {line.split(",")[1] for line in rows[1:]}
+    assert predictors == {"model", "constant", "early"}, predictors
