@@ -5,20 +5,28 @@ frames start tens of pixels, a few degrees and a few per cent of scale apart (th
 and mutual information between an Optos SLO and an angiogram has no basin there. :class:`RegisterUWF` registers
 the vessels instead, in three steps:
 
-1. **global multi-start search**: ridge maps of the vessels of both frames (:func:`~monai_lpuwf.transforms.
-   vessels.vessel_map`) shrunk 8 x; for every scale, anisotropic scale and rotation of a grid, the shift is the
-   peak of the masked normalised cross-correlation (Padfield's FFT form, the fields of view as masks); the best
-   few distinct candidates are searched again at 4 x on a finer local grid;
-2. **refinement** of each candidate: OpenCV's ECC (enhanced correlation coefficient, affine) on the vessel bands
-   at 2 x and at full size - ECC maximises exactly the correlation that step 3 measures;
+1. **global multi-start search**: images of the vessels of both frames shrunk 4 x (cross-modal) or 8 x (FA onto
+   FA): the FA's major vessels (:func:`~monai_lpuwf.transforms.vessels.vessel_map`, Hessian ridges) and, for an
+   SLO, its equalised vessel band (:func:`~monai_lpuwf.transforms.vessels.slo_vessel_image`: an SLO's ridge map
+   is mostly dust, choroidal texture and eyelid edges). For every scale, anisotropic scale and rotation of a grid
+   (:data:`SEARCH_GRIDS`) the shift is the peak of the masked normalised cross-correlation (Padfield's FFT form,
+   the fields of view as masks); the best few distinct candidates are searched again at twice the size on a
+   finer local grid;
+2. **refinement** of each candidate: OpenCV's ECC (enhanced correlation coefficient, affine) at half and at full
+   size - on the vessel bands for FA onto FA, on the smoothed search images for SLO onto FA (ECC on the SLO's
+   band does not converge);
 3. **an honest measure and a refusal**: the vessel correlation (:func:`~monai_lpuwf.transforms.vessels.
-   vessel_correlation`, DoG sigma 1 and 4 px, inside both fields of view) of the unregistered and of the registered
-   pair is recorded; the candidate with the highest one wins; a pair whose correlation after registration stays
-   under ``min_vessel_correlation`` is ``"refused"``: not aligned, left as it was (identity onto the fixed grid),
-   one warning naming the files - never reported as registered. The default 0.10
-   (:data:`MIN_VESSEL_CORRELATION`): frames of two different eyes reach 0.03-0.08 after the search (8 pairs of
-   the shared samples: the search maximises the score, so a wrong pair still gets some), while the SLO - early
-   and late - early pairs that the hand landmarks confirm (<= 3 px) reach 0.25-0.78.
+   vessel_correlation`, DoG sigma 1 and 4 px) of the unregistered and of the registered pair, inside both fields of
+   view - for SLO onto FA with the SLO equalised and only near the FA's major vessels
+   (:func:`~monai_lpuwf.transforms.vessels.near_vessels`), where an aligned SLO must show vessels too (the
+   global figure is recorded as ``vessel_correlation_global_*``). The candidate with the highest score wins; a
+   pair under ``min_vessel_correlation`` (:data:`MIN_VESSEL_CORRELATION`: 0.15 SLO - FA, 0.10 FA - FA) is
+   ``"refused"``: not aligned, left as it was (identity onto the fixed grid), one warning naming the files, never
+   reported as registered. Measured on the shared samples (``benchmarks/bench_registration.py``): the SLO of one
+   eye searched onto the FA of another reaches 0.03-0.10 (14 pairs: the search maximises the score, so a wrong
+   pair still gets some); the SLO - early pairs the hand landmarks confirm (<= 5 px) 0.19-0.53; late - early
+   0.26-0.78. The SLO of train/4 shows almost no vessels (cataract / defocus: the hand landmarks found only four):
+   its search lands 15-20 px off, scores 0.06 and is refused.
 
 The result, like :class:`~monai_lpuwf.transforms.RegisterElastix`'s, is the moving image resampled onto the fixed
 image's grid (a MetaTensor with the fixed affine) with ``meta["registration"]``: ``status`` (``"registered"`` or
@@ -48,6 +56,7 @@ from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, look_up_option
+from scipy import fft as sp_fft
 from scipy import ndimage as ndi
 from scipy.fft import next_fast_len
 
@@ -55,7 +64,10 @@ from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.transforms.registration import REGISTRATION_KEY, RegisterElastixd
 from monai_lpuwf.transforms.vessels import (
     VESSEL_SIGMAS,
+    equalize_grey,
+    near_vessels,
     registration_mask,
+    slo_vessel_image,
     vessel_band,
     vessel_correlation,
     vessel_grey,
@@ -71,13 +83,28 @@ __all__ = [
     "MIN_VESSEL_CORRELATION",
 ]
 
-MIN_VESSEL_CORRELATION = 0.10  # below this after registration a pair is refused (see the module docstring)
+# below this score after registration a pair is refused, by kind (see the module docstring)
+MIN_VESSEL_CORRELATION: dict[str, float] = {"cross": 0.15, "mono": 0.10}
 
-# global search grids (start, stop, step) of scale, anisotropy (x scale / y scale) and rotation (degrees), and the
-# largest shift in native pixels: "cross" for SLO onto FA, "mono" for FA onto FA
+# global search grids (start, stop, step) of scale, anisotropy (x scale / y scale) and rotation (degrees), the
+# largest shift in native pixels: "cross" for SLO onto FA, "mono" for FA onto FA. The cross grid is the prior of
+# (one device, one session: the seven shared pairs' hand landmarks give scales 0.96-1.04, x / y 0.95-1.02,
+# rotations up to 8 degrees, shifts up to 110 px), and the levels (shrink factors) of the global and local search
 SEARCH_GRIDS: dict[str, dict[str, Any]] = {
-    "cross": {"scale": (0.86, 1.18, 0.04), "aspect": (0.90, 1.10, 0.04), "rotation": (-10.0, 10.0, 2.0), "shift": 160},
-    "mono": {"scale": (0.96, 1.04, 0.04), "aspect": (1.0, 1.0, 1.0), "rotation": (-4.0, 4.0, 2.0), "shift": 160},
+    "cross": {
+        "scale": (0.90, 1.10, 0.04),
+        "aspect": (0.94, 1.06, 0.04),
+        "rotation": (-10.0, 10.0, 2.0),
+        "shift": 160,
+        "levels": (4, 2),
+    },
+    "mono": {
+        "scale": (0.96, 1.04, 0.04),
+        "aspect": (1.0, 1.0, 1.0),
+        "rotation": (-4.0, 4.0, 2.0),
+        "shift": 160,
+        "levels": (8, 4),
+    },
 }
 
 
@@ -123,6 +150,10 @@ def _distinct(p: Sequence[float], q: Sequence[float]) -> bool:
     return max(abs(p[0] - q[0]), abs(p[1] - q[1])) > 0.05 or abs(p[2] - q[2]) > 3
 
 
+def _is_slo(img: np.ndarray, modality: str) -> bool:
+    return modality == "slo" or (modality == "auto" and img.shape[0] == 3)
+
+
 def _xy_to_rc(m: np.ndarray) -> np.ndarray:
     p = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1.0]])
     return p @ m @ p
@@ -141,11 +172,11 @@ class _MaskedNCC:
         self.ff, self.ff2, self.fm = self._fft(f), self._fft(f * f), self._fft(m)
         self.n0, self.max_shift, self.min_overlap = m.sum(), max_shift, min_overlap
 
-    def _fft(self, x: np.ndarray) -> np.ndarray:
-        return np.fft.rfft2(x, s=self.shape)
+    def _fft(self, x: np.ndarray) -> np.ndarray:  # single precision: twice as fast, ample for a peak search
+        return sp_fft.rfft2(np.asarray(x, np.float32), s=self.shape, workers=1)
 
     def _ifft(self, x: np.ndarray) -> np.ndarray:
-        return np.fft.irfft2(x, s=self.shape)
+        return sp_fft.irfft2(x, s=self.shape, workers=1)
 
     def __call__(self, moving: np.ndarray, mask: np.ndarray) -> tuple[float, np.ndarray]:
         """Best ``(score, (dx, dy))`` with ``fixed(p) ~ moving(p - d)``."""
@@ -180,7 +211,8 @@ class RegisterUWF(Transform):
         kind: ``"auto"``, ``"cross"`` (SLO onto FA) or ``"mono"`` (FA onto FA, or any frames of one modality).
         moving_modality, fixed_modality: ``"auto"`` (3 channels: SLO, else FA), ``"slo"`` or ``"fa"``: how the
             vessel images are made (:func:`~monai_lpuwf.transforms.vessels.vessel_grey`).
-        min_vessel_correlation: a pair whose vessel correlation after registration is below this is refused.
+        min_vessel_correlation: a pair whose score after registration is below this is refused (``None``: the
+            kind's default in :data:`MIN_VESSEL_CORRELATION`).
         candidates: distinct global-search candidates refined (each costs an ECC run).
         grid: overrides of :data:`SEARCH_GRIDS` for this kind (``scale``, ``aspect``, ``rotation``: ``(start, stop,
             step)``; ``shift``: largest shift in native pixels).
@@ -204,7 +236,7 @@ class RegisterUWF(Transform):
         kind: str = "auto",
         moving_modality: str = "auto",
         fixed_modality: str = "auto",
-        min_vessel_correlation: float = MIN_VESSEL_CORRELATION,
+        min_vessel_correlation: float | None = None,
         candidates: int = 3,
         grid: Mapping[str, Any] | None = None,
         refine: bool = True,
@@ -216,7 +248,7 @@ class RegisterUWF(Transform):
         self.kind = look_up_option(kind, ("auto", "cross", "mono"))
         self.moving_modality = look_up_option(moving_modality, ("auto", "slo", "fa"))
         self.fixed_modality = look_up_option(fixed_modality, ("auto", "slo", "fa"))
-        self.min_vessel_correlation = float(min_vessel_correlation)
+        self.min_vessel_correlation = None if min_vessel_correlation is None else float(min_vessel_correlation)
         self.candidates = int(candidates)
         self.grid = dict(grid or {})
         self.refine = refine
@@ -229,7 +261,8 @@ class RegisterUWF(Transform):
     def _search(self, vf, mf, vm, mm, grid: Mapping[str, Any]) -> list[tuple[float, np.ndarray]]:
         """Global multi-start search: ``[(score, 3 x 3 fixed -> moving (x, y) at native size)]``, best first."""
         results = []
-        for k, params, top in ((8, None, self.candidates), (4, "local", 1)):
+        coarse, fine = grid["levels"]
+        for k, params, top in ((coarse, None, self.candidates), (fine, "local", 1)):
             f, fm, g, gm = _shrink(vf, k), _shrink_mask(mf, k), _shrink(vm, k), _shrink_mask(mm, k)
             ncc = _MaskedNCC(f, fm, max(2, int(grid["shift"]) // k))
             h, w = f.shape
@@ -262,11 +295,11 @@ class RegisterUWF(Transform):
                     results.append((s, scale @ a @ np.linalg.inv(scale)))
         return sorted(results, key=lambda t: -t[0])
 
-    def _ecc(self, fixed_grey, fixed_mask, moving_grey, matrix, k: int, sigmas) -> np.ndarray:
-        """ECC (affine) on the vessel bands shrunk by ``k``; the input matrix when ECC does not converge."""
-        f = _shrink(vessel_band(fixed_grey, sigmas), k)
-        g = _shrink(vessel_band(moving_grey, sigmas), k)
-        m = _shrink_mask(ndi.binary_erosion(fixed_mask, iterations=int(2 * sigmas[1])), k).astype(np.uint8)
+    def _ecc(self, fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray, matrix: np.ndarray, k: int) -> np.ndarray:
+        """ECC (affine) of two prepared full-size images shrunk by ``k`` inside ``mask``; the input matrix when ECC
+        does not converge."""
+        f, g = _shrink(fixed, k), _shrink(moving, k)
+        m = _shrink_mask(mask, k).astype(np.uint8)
         scale = np.diag([k, k, 1.0])
         warp = (np.linalg.inv(scale) @ matrix @ scale)[:2].astype(np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, self.ecc_iterations, 1e-6)
@@ -284,41 +317,70 @@ class RegisterUWF(Transform):
         "vessel_correlation_after", "status"}``."""
         kind = self.kind if self.kind != "auto" else ("cross" if img.shape[0] != fixed.shape[0] else "mono")
         grid = {**SEARCH_GRIDS[kind], **self.grid}
+        fixed_slo = _is_slo(fixed, self.fixed_modality)
+        moving_slo = _is_slo(img, self.moving_modality)
         fg = vessel_grey(fixed, self.fixed_modality, self.channel)
         mg = vessel_grey(img, self.moving_modality, self.channel)
         fm = registration_mask(fixed, self.fixed_modality) if fixed_mask is None else np.asarray(fixed_mask)[0] > 0.5
         mm = registration_mask(img, self.moving_modality) if moving_mask is None else np.asarray(moving_mask)[0] > 0.5
         shape = fg.shape
+        cross = kind == "cross" and fixed_slo != moving_slo
+        if cross:  # the SLO side equalised; scored near the FA side's major vessels (see the module docstring)
+            fg_s, mg_s = (equalize_grey(fg) if fixed_slo else fg), (equalize_grey(mg) if moving_slo else mg)
+            near = near_vessels(mg if fixed_slo else fg, mm if fixed_slo else fm)
+        else:
+            fg_s, mg_s, near = fg, mg, None
 
-        def measure(matrix):
-            moved = _warp(mg, matrix, shape)
+        def measure(matrix, fixed_grey=fg_s, moving_grey=mg_s, within=near):
+            moved = _warp(moving_grey, matrix, shape)
             support = _warp(mm.astype(np.float32), matrix, shape, nearest=True) > 0.5
-            return vessel_correlation(fg, moved, fm & support)
+            if within is not None and fixed_slo:  # the FA is the moving frame: its vessels moved with it
+                within = _warp(within.astype(np.float32), matrix, shape, nearest=True) > 0.5
+            return vessel_correlation(fixed_grey, moved, fm & support, within=within)
 
         identity = np.eye(3)
-        before = measure(identity)
-        vf, vfm = vessel_map(fg, fm)
-        vm, vmm = vessel_map(mg, mm, equalize=img.shape[0] == 3)
+        before, before_global = measure(identity), measure(identity, fg, mg, None)
+
+        def search_image(grey, mask, slo):
+            if cross and slo:
+                mask = ndi.binary_erosion(mask, iterations=8)
+                return slo_vessel_image(grey, mask), mask
+            return vessel_map(grey, mask, top=0.06 if cross else 0.12, equalize=slo)
+
+        vf, vfm = search_image(fg, fm, fixed_slo)
+        vm, vmm = search_image(mg, mm, moving_slo)
         found = self._search(vf, vfm, vm, vmm, grid)
+        if cross:  # ECC on the search images, smoothed (the SLO's vessel band alone does not converge)
+            levels = [(cv2.GaussianBlur(vf, (0, 0), b), cv2.GaussianBlur(vm, (0, 0), b), vfm) for b in (4.0, 1.5)]
+        else:  # ECC on the vessel bands: wider at half size, the measure's band at full size
+            levels = [
+                (vessel_band(fg, s), vessel_band(mg, s), ndi.binary_erosion(fm, iterations=int(2 * s[1])))
+                for s in ((1.5, 6.0), VESSEL_SIGMAS)
+            ]
         best_score, best_matrix, best_after = (found[0][0], found[0][1], -np.inf) if found else (-1.0, identity, -1)
         for score, matrix in found:  # every candidate refined at half size, the best one then at full size
             if self.refine:
-                matrix = self._ecc(fg, fm, mg, matrix, 2, (1.5, 6.0))
+                matrix = self._ecc(*levels[0], matrix, 2)
             after = measure(matrix)
             if np.isfinite(after) and after > best_after:
                 best_score, best_matrix, best_after = score, matrix, after
         if self.refine and found:
-            matrix = self._ecc(fg, fm, mg, best_matrix, 1, VESSEL_SIGMAS)
+            matrix = self._ecc(*levels[1], best_matrix, 1)
             after = measure(matrix)
             if np.isfinite(after) and after > best_after:
                 best_matrix, best_after = matrix, after
-        accepted = np.isfinite(best_after) and best_after >= self.min_vessel_correlation
+        threshold = MIN_VESSEL_CORRELATION[kind] if self.min_vessel_correlation is None else self.min_vessel_correlation
+        accepted = np.isfinite(best_after) and best_after >= threshold
         return {
             "matrix_xy": best_matrix,
             "kind": kind,
             "search_score": float(best_score),
             "vessel_correlation_before": float(before),
             "vessel_correlation_after": float(best_after),
+            "vessel_correlation_global_before": float(before_global),
+            "vessel_correlation_global_after": float(measure(best_matrix, fg, mg, None)),
+            "score": "near_fa_vessels" if cross else "global",
+            "min_vessel_correlation": threshold,
             "status": "registered" if accepted else "refused",
         }
 
@@ -368,9 +430,12 @@ class RegisterUWF(Transform):
             "search_score": est["search_score"],
             "vessel_correlation_before": est["vessel_correlation_before"],
             "vessel_correlation_after": est["vessel_correlation_after"],
+            "vessel_correlation_global_before": est["vessel_correlation_global_before"],
+            "vessel_correlation_global_after": est["vessel_correlation_global_after"],
+            "score": est["score"],
             "similarity_before": est["vessel_correlation_before"],
             "similarity_after": est["vessel_correlation_after"],
-            "min_vessel_correlation": self.min_vessel_correlation,
+            "min_vessel_correlation": est["min_vessel_correlation"],
             "fixed": names[0],
             "moving": names[1],
             "time_s": time.perf_counter() - start,
@@ -378,7 +443,7 @@ class RegisterUWF(Transform):
         if est["status"] != "registered" and self.warn:
             warnings.warn(
                 f"RegisterUWF: refused {names[1] or 'moving'} onto {names[0] or 'fixed'}: vessel correlation after "
-                f"registration {est['vessel_correlation_after']:.3f} < {self.min_vessel_correlation} (before "
+                f"registration {est['vessel_correlation_after']:.3f} < {est['min_vessel_correlation']} (before "
                 f"{est['vessel_correlation_before']:.3f}); the frames are not aligned (different eyes, or too few "
                 "vessels); kept unregistered and left out of training by default.",
                 stacklevel=2,

@@ -102,16 +102,20 @@ def test_one_real_triplet_against_its_hand_landmarks(uwf_samples_dir):
         before = _landmark_errors(LANDMARKS["val/8"], key, np.eye(3))
         after = _landmark_errors(LANDMARKS["val/8"], key, np.asarray(json.loads(info["matrix_rc"])))
         assert np.median(before) > 7 and np.median(after) <= 5.0, (key, np.median(before), np.median(after))
-        assert info["vessel_correlation_after"] >= 0.10 > abs(info["vessel_correlation_before"])
+        assert (
+            info["vessel_correlation_after"] >= info["min_vessel_correlation"] > abs(info["vessel_correlation_before"])
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_all_real_triplets_against_the_hand_landmarks(uwf_samples_dir, record_property):
     """The seven shared triplets: late onto early always registered within 3 px (median landmark error); SLO onto
-    early registered within 5 px or refused - never "registered" where the landmarks say it is not aligned."""
+    early registered within 5 px or refused - never "registered" where the landmarks say it is not aligned - and
+    registered on six of seven (train/4's SLO shows almost no vessels: refused)."""
     load_slo, load_fa = LoadUWFImage("slo"), LoadUWFImage("fa")
     register = RegisterUWF(warn=False)
+    slo_registered = []
     for name in TRIPLETS:
         base = uwf_samples_dir / name
         early = load_fa(f"{base}.1.bmp")
@@ -122,8 +126,15 @@ def test_all_real_triplets_against_the_hand_landmarks(uwf_samples_dir, record_pr
             record_property(f"{name}_{key}_status", info["status"])
             if key == "late":
                 assert info["status"] == "registered" and err <= 3.0, (name, key, err)
+            if key == "slo" and info["status"] == "registered":
+                slo_registered.append(name)
             if info["status"] == "registered":
-                assert err <= 5.0 and info["vessel_correlation_after"] >= 0.10, (name, key, err, info)
+                assert err <= 5.0 and info["vessel_correlation_after"] >= info["min_vessel_correlation"], (
+                    name,
+                    key,
+                    err,
+                )
+    assert len(slo_registered) >= 6, slo_registered
 
 
 @pytest.mark.realdata
@@ -134,7 +145,7 @@ def test_two_different_eyes_are_refused(uwf_samples_dir):
     with pytest.warns(UserWarning, match=r"refused .*8\.bmp onto .*2\.1\.bmp.*not aligned"):
         out = RegisterUWF()(slo, early)
     info = out.meta["registration"]
-    assert info["status"] == "refused" and info["vessel_correlation_after"] < 0.10
+    assert info["status"] == "refused" and info["vessel_correlation_after"] < info["min_vessel_correlation"]
     torch.testing.assert_close(out.as_tensor(), slo.as_tensor())  # same size: the unregistered frame, untouched
     np.testing.assert_array_equal(np.eye(3), np.asarray(json.loads(info["matrix_rc"])))
 
