@@ -1,4 +1,4 @@
-"""The bundle configs wire components rather than compute: handler lists picked by name.
+"""The bundle configs wire components rather than compute: handler lists picked by name, short expressions.
 
 Handler lists are composed from named groups in ``common.json`` (``train#core_handlers``, ``train#report_handlers``,
 ``validate#core_handlers``, ``validate#report_handlers``); ``multi_gpu_train.json`` picks the groups by id, so
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
+MAX_EXPRESSION = 120  # characters of a "$" expression; longer logic goes into a named function of the package
 
 # the handler types of the training stages, in firing order (common.json)
 TRAIN_CORE = [
@@ -111,3 +112,26 @@ def test_multi_gpu_handlers_by_rank(main_rank, resume):
         assert types["train#handlers"] == loader + DIFFUSION_STAGE + TRAIN_CORE
         assert types["validate#evaluator#val_handlers"] == VALIDATE_CORE
     assert types["train#handlers"].count("AtomicCheckpointSaver") == 2  # every rank: Ignite saves on rank 0 only
+
+
+# inference.json is being reworked under issue 21 (the Generator, item 2) by another change; its long expressions
+# go with that rework. The mark is not strict, so the test reports XPASS once they are gone: then drop the mark.
+LONG_EXPRESSIONS_PENDING = {"inference.json": "issue 21: inference.json's expressions are reworked with the Generator"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(reason=LONG_EXPRESSIONS_PENDING[n], strict=False))
+        if n in LONG_EXPRESSIONS_PENDING
+        else n
+        for n in CONFIG_FILES
+    ],
+)
+def test_expressions_are_short(name):
+    config = json.loads((CONFIGS / name).read_text())
+    long = [e for e in _expressions(config) if len(e) > MAX_EXPRESSION]
+    assert not long, (
+        f"{name}: {len(long)} '$' expression(s) over {MAX_EXPRESSION} characters: move the logic into a named, "
+        f"documented function of the package (or a '_target_' component): {[e[:80] + '...' for e in long]}"
+    )
