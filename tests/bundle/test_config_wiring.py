@@ -135,3 +135,38 @@ def test_expressions_are_short(name):
         f"{name}: {len(long)} '$' expression(s) over {MAX_EXPRESSION} characters: move the logic into a named, "
         f"documented function of the package (or a '_target_' component): {[e[:80] + '...' for e in long]}"
     )
+
+
+def _parsed(files: list[str], key: str, **overrides: Any) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / name) for name in files])
+    for name, value in overrides.items():
+        parser[name] = value
+    return parser.get_parsed_content(key)
+
+
+def test_perceptual_loss_component(tmp_path):
+    """train_autoencoder.json's perceptual term: None at weight 0 (the default), else the loss on the device."""
+    from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss, build_feature_network
+
+    files = ["common.json", "train_autoencoder.json"]
+    assert _parsed(files, "perceptual_loss", perceptual_weights_path=str(tmp_path / "missing.pth")) is None
+    path = tmp_path / "alexnet.pth"
+    torch = pytest.importorskip("torch")
+    torch.save({f"features.{k}": v for k, v in build_feature_network("alexnet").state_dict().items()}, path)
+    loss = _parsed(files, "perceptual_loss", perceptual_weight=0.001, perceptual_weights_path=str(path), device="cpu")
+    assert isinstance(loss, OfflinePerceptualLoss) and loss.network == "alexnet"
+
+
+def test_seed_check_sampler_component():
+    """evaluate.json's seed-check sampler: None without seed-check images, else the inference settings, offset seed."""
+    from monai_lpuwf.inferers import LPUWFSampler
+
+    files = ["inference.json", "evaluate.json"]
+    key = "evaluation#seed_check_sampler"
+    assert _parsed(files, key, seed_check_images=0) is None
+    sampler = _parsed(files, key, seed=5, eta="0.5", clip_sample="false", conditioning_scale="2")
+    assert isinstance(sampler, LPUWFSampler)
+    assert (sampler.seed, sampler.eta, sampler.clip_sample, sampler.conditioning_scale) == (1005, 0.5, False, 2.0)
