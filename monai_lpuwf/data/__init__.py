@@ -1,7 +1,7 @@
 """UWF image files (readers and writers), triplet datalists, synthetic UWF phantoms, the registration cache and
 the samplers (size-grouped batches, epochs of a fixed number of draws)."""
 
-from .batch_sampler import IterationSampler, SizeGroupedBatchSampler
+from .batch_sampler import IterationSampler, SizeGroupedBatchSampler, iteration_sampler
 from .datalists import (
     IMAGE_SUFFIXES,
     DataSourceError,
@@ -40,4 +40,5 @@ __all__ = [
     "register_datalist",
     "SizeGroupedBatchSampler",
     "IterationSampler",
+    "iteration_sampler",
 ]

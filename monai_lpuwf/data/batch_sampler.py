@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["SizeGroupedBatchSampler", "IterationSampler"]
+__all__ = ["SizeGroupedBatchSampler", "IterationSampler", "iteration_sampler"]
 
 
 class IterationSampler(Sampler[int]):
@@ -61,6 +61,23 @@ class IterationSampler(Sampler[int]):
             order = torch.arange(self.size).repeat(passes)
         self.epoch += 1
         return iter(order[: self.num_samples].tolist())
+
+
+def iteration_sampler(
+    dataset: Sized | int, iterations_per_epoch: int | None, batch_size: int, seed: int = 0
+) -> IterationSampler | None:
+    """The training sampler of a bundle run: epochs of ``iterations_per_epoch`` batches, or ``None`` (the data
+    loader's own shuffled pass over the data) where ``iterations_per_epoch`` is ``None``.
+
+    Args:
+        dataset: the training dataset (or its length).
+        iterations_per_epoch: batches per epoch; ``None``: one pass over the data.
+        batch_size: items per batch (``num_samples = iterations_per_epoch * batch_size``).
+        seed: base seed of the order (:class:`IterationSampler`).
+    """
+    if iterations_per_epoch is None:
+        return None
+    return IterationSampler(dataset, num_samples=int(iterations_per_epoch) * int(batch_size), seed=seed)
 
 
 class SizeGroupedBatchSampler(Sampler):

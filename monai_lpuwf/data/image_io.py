@@ -38,6 +38,7 @@ type (uint8 -> 255, uint16 -> 65535, 16-bit PNG read through PIL -> 65535, ...);
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,6 +144,25 @@ def _png_header(path: PathLike) -> tuple[int, int, int, int] | None:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[24], head[25]
 
 
+# ``warnings.catch_warnings()`` saves the process-wide filter list on entry and puts it back on exit, so two threads
+# inside it at once (CacheDataset's caching threads, ThreadDataLoader) put back each other's lists and can leave a
+# blanket "ignore" behind that hides every later warning of the process (a resume warning of the trainer, ...).
+# The reading path therefore avoids changing the filters (:class:`_PhotoPydicomReader`); the one block that does
+# (the header read of :func:`declared_pixels`) runs under this lock, so such blocks never interleave.
+_WARNING_FILTERS_LOCK = threading.Lock()
+
+
+class _PhotoPydicomReader(PydicomReader):
+    """:class:`monai.data.PydicomReader` for photographs: a file without ``ImageOrientationPatient`` /
+    ``ImagePositionPatient`` gets the identity affine, as from MONAI's reader, but without its warning (a UWF
+    photograph has no patient geometry, so the warning is noise on every frame)."""
+
+    def _get_affine(self, metadata: dict, lps_to_ras: bool = True):
+        if not ("00200037" in metadata and "00200032" in metadata):  # orientation, position
+            return np.eye(4)
+        return super()._get_affine(metadata, lps_to_ras)
+
+
 def _pil_converter(img):
     """Expand palette images to what they show (grey or RGB) so a palette index is never taken as intensity, and
     convert CMYK / YCbCr / LAB / HSV pictures to RGB (4 CMYK channels are not RGB + alpha)."""
@@ -164,7 +184,7 @@ def declared_pixels(path: PathLike) -> tuple[int, str] | None:
         if suffix in _PIL_SUFFIXES:
             from PIL import Image
 
-            with warnings.catch_warnings():
+            with _WARNING_FILTERS_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the caller decides
                 with Image.open(path) as img:
                     width, height = img.size
@@ -213,7 +233,7 @@ def _default_reader(path: PathLike) -> ImageReader:
     if suffix in _NIFTI_SUFFIXES:
         return NibabelReader()
     if suffix in _DICOM_SUFFIXES:
-        return PydicomReader(swap_ij=False)
+        return _PhotoPydicomReader(swap_ij=False)
     return ITKReader(reverse_indexing=True)  # DICOM without suffix, MetaImage, NRRD, ...
 
 
@@ -285,10 +305,8 @@ def read_uwf_array(
         _check_pixels(path, *declared, max_pixels)
     reader = _default_reader(path) if reader is None else reader
     try:
-        with warnings.catch_warnings():  # photographs carry no patient orientation: pydicom's affine warning is noise
-            warnings.filterwarnings("ignore", message=".*ImageOrientationPatient.*")
-            img = reader.read(str(path))
-            arr, meta = reader.get_data(img)
+        img = reader.read(str(path))
+        arr, meta = reader.get_data(img)
         arr = np.array(arr)  # forces decoding of lazily-read (possibly truncated) data and owns the memory
     except Exception as e:  # readers raise many different types for corrupt input
         reason = (str(e).strip().splitlines() or [""])[0][:200]

@@ -36,7 +36,13 @@ from monai.utils import LossReduction, look_up_option
 
 from monai_lpuwf.weights import resolve_weights_path
 
-__all__ = ["PERCEPTUAL_NETWORKS", "OfflinePerceptualLoss", "build_feature_network", "perceptual_network_name"]
+__all__ = [
+    "PERCEPTUAL_NETWORKS",
+    "OfflinePerceptualLoss",
+    "build_feature_network",
+    "offline_perceptual_loss",
+    "perceptual_network_name",
+]
 
 # name -> (layer spec, feature slice ends, channels per slice, torchvision file, LPIPS file).
 # spec items: (out_channels, kernel, stride, padding) for a conv (+ ReLU), "M" for 3x3/2 (AlexNet) or 2x2/2 max pool.
@@ -212,3 +218,23 @@ class OfflinePerceptualLoss(nn.Module):
         if self.reduction == LossReduction.SUM.value:
             return dist.sum()
         return dist
+
+
+def offline_perceptual_loss(
+    weight: float,
+    network: str = "alexnet",
+    weights_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+) -> OfflinePerceptualLoss | None:
+    """The perceptual term of a training loss on ``device``, or ``None`` where its ``weight`` is 0 (then no network
+    is built and no weights file is needed).
+
+    Args:
+        weight: weight of the term in the loss (the trainer's ``perceptual_weight``); 0 disables it.
+        network: ``"alexnet"`` or ``"vgg16"`` (:class:`OfflinePerceptualLoss`).
+        weights_path: the backbone's torchvision weights file (``None``: the environment variable).
+        device: where the loss runs (``None``: the CPU).
+    """
+    if not weight:
+        return None
+    return OfflinePerceptualLoss(network=network, weights_path=weights_path).to(device)

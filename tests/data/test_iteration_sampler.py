@@ -107,3 +107,12 @@ def test_thread_data_loader_passes_once_per_epoch():
         sampler.set_epoch(epoch)
         assert sum(1 for _ in loader) == 6
     assert passes == [0, 1]
+
+
+def test_iteration_sampler_of_a_bundle_run():
+    from monai_lpuwf.data import iteration_sampler
+
+    assert iteration_sampler(list(range(7)), None, batch_size=4) is None  # the data loader's own shuffled pass
+    sampler = iteration_sampler(list(range(7)), 5, batch_size=4, seed=3)
+    assert isinstance(sampler, IterationSampler) and len(sampler) == 20
+    assert list(sampler) == list(IterationSampler(7, num_samples=20, seed=3))

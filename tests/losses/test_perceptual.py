@@ -159,3 +159,16 @@ def _shipped_lpips_weights():
 def test_real_lpips_linear_weights_load(network, name):
     loss = OfflinePerceptualLoss(network, allow_random_init=True, lpips_weights_path=_shipped_lpips_weights() / name)
     assert loss.lpips and all((w >= 0).all() for w in loss.lins)  # LPIPS v0.1 weights are non-negative
+
+
+def test_offline_perceptual_loss_is_none_at_weight_zero_and_built_on_the_device_otherwise(tmp_path):
+    from monai_lpuwf.losses.perceptual import offline_perceptual_loss
+
+    assert offline_perceptual_loss(0.0, "alexnet", weights_path=tmp_path / "missing.pth") is None  # nothing read
+    path = tmp_path / "a.pth"
+    torch.save({f"features.{k}": v for k, v in build_feature_network("alexnet").state_dict().items()}, path)
+    loss = offline_perceptual_loss(0.1, "alexnet", weights_path=path, device=torch.device("cpu"))
+    assert isinstance(loss, OfflinePerceptualLoss) and loss.network == "alexnet"
+    assert all(p.device.type == "cpu" for p in loss.parameters())
+    with pytest.raises(FileNotFoundError):
+        offline_perceptual_loss(0.1, "alexnet", weights_path=tmp_path / "missing.pth")

@@ -298,3 +298,26 @@ def test_real_samples_load_as_documented(uwf_samples_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no stray warnings from the readers on real data
         LoadUWFImage("fa")(uwf_samples_dir / "val" / "7.2.bmp")
+
+
+def test_reading_from_threads_leaves_the_warning_filters_alone(tmp_path):
+    """CacheDataset caches with a thread pool: reading files in parallel threads must not change the process's
+    warning filters (interleaved ``warnings.catch_warnings`` blocks left a blanket "ignore" behind that hid the
+    trainer's resume warning), and a DICOM photograph without patient orientation reads without a warning."""
+    from multiprocessing.pool import ThreadPool
+
+    from monai_lpuwf.data.image_io import read_uwf_array
+
+    paths = []
+    for i in range(3):
+        for suffix in (".png", ".jpg", ".dcm"):
+            paths.append(tmp_path / f"frame{i}{suffix}")
+            save_uwf_image(np.full((1, 16, 16), i / 3, np.float32), paths[-1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        for _ in range(5):  # the leak happened in every such run before the fix; a few rounds make it certain
+            with ThreadPool(4) as pool:
+                pool.map(read_uwf_array, paths * 8)
+            assert warnings.filters == before, "reading in threads changed the process's warning filters"
+    assert not [w for w in caught if "ImageOrientationPatient" in str(w.message)]
