@@ -29,7 +29,7 @@ SAMPLING_KEY = "sampling"
 
 class SamplingRecord:
     """Checkpoint entry ``"sampling"``: the sampling settings recommended for a model, e.g.
-    ``{"conditioning_scale": 2.0}`` for the quick start's model (its ControlNet residuals doubled).
+    ``{"conditioning_scale": 2.0}`` (the ControlNet residuals doubled, as the quick start samples its model).
 
     Listed in a training config's model dictionary (``{"model": ..., "config": ..., "sampling": record}``), it is
     saved with the weights; :func:`recommended_sampling` and :meth:`Generator.from_file` read it back. Keys are those
