@@ -13,7 +13,7 @@ Sub-packages follow MONAI's own floor plan:
   presets).
 - :mod:`monai_lpuwf.inferers`: the sampling pipeline; :mod:`monai_lpuwf.engines`: training engines, checkpoints.
 - :mod:`monai_lpuwf.metrics`: evaluation scores and the handlers that compute them during a run;
-  :mod:`monai_lpuwf.generation`: the checked inputs and the trained model of a generation run;
+  :mod:`monai_lpuwf.generation`: the checked inputs, the trained model and the ``Generator`` of a generation run;
   :mod:`monai_lpuwf.export`: TorchScript / ONNX export.
 - :mod:`monai_lpuwf.bundle_support`: where a bundle run gets its data (glue for ``bundle/configs``).
 

@@ -1,14 +1,17 @@
 """MONAI Label inference task: UWF-SLO in, generated late-phase UWF-FA image out (image-to-image generation).
 
 MONAI Label's task types are segmentation-like (a label map written by its ``Writer``); generation is served here by
-a :class:`~monailabel.tasks.infer.basic_infer.BasicInferTask` whose
+a :class:`~monailabel.tasks.infer.basic_infer.BasicInferTask` whose pre-transforms, inferer, network and inverse
+are those of one :class:`monai_lpuwf.generation.Generator` (the bundle's ``inference.json`` and the MONAI Deploy
+app use the same):
 
-* pre-transforms are the bundle's inference transforms (:func:`monai_lpuwf.transforms.uwf_inference_transforms`:
-  load the SLO as (3, H, W) in [-1, 1], unsharp-mask it, pad it with -1 to the model's size divisor);
-* inferer is :class:`monai_lpuwf.inferers.LPUWFInferer`;
-* post-transform :class:`monai.transforms.Invertd` crops the output back, so it has the SLO's H x W;
-* network is the bundle's ``model.pt`` rebuilt by :func:`monai_lpuwf.generation.load_generation_model`;
-* writer writes the generated FA as a grey image file (PNG by default), which the ``/infer`` endpoint returns, and,
+* pre-transforms: the generator's inference transforms (load the SLO as (3, H, W) in [-1, 1], unsharp-mask it, pad
+  it with -1 to the model's size divisor);
+* inferer: the generator's :class:`monai_lpuwf.inferers.LPUWFInferer`, at the model file's recommended sampling
+  settings with the request's on top;
+* post-transform: the generator's :class:`monai.transforms.Invertd`, which crops the output back to the SLO's H x W;
+* network: the bundle's ``model.pt``, loaded by :meth:`monai_lpuwf.generation.Generator.from_file`;
+* writer: writes the generated FA as a grey image file (PNG by default), which the ``/infer`` endpoint returns, and,
   with ``uncertainty`` requested, puts the per-pixel standard deviation map into the result JSON as a base64 PNG.
 """
 
@@ -28,14 +31,13 @@ import numpy as np
 import torch
 from fastapi import HTTPException
 from monai.inferers import Inferer
-from monai.transforms import Compose, CopyItemsd, EnsureTyped, Invertd
+from monai.transforms import Compose, CopyItemsd, EnsureTyped
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.utils.others.generic import strtobool
 
 from monai_lpuwf.data import save_uwf_image
-from monai_lpuwf.generation import input_error, load_generation_model
-from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS, LPUWFInferer
-from monai_lpuwf.transforms import uwf_inference_transforms
+from monai_lpuwf.generation import Generator, input_error
+from monai_lpuwf.inferers import INFERENCE_DEFAULTS, SCHEDULERS
 
 __all__ = ["LateFAGenerationTask", "GENERATION_TYPE", "RESULT_EXTENSIONS"]
 
@@ -43,18 +45,23 @@ logger = logging.getLogger(__name__)
 
 GENERATION_TYPE = "generation"
 RESULT_EXTENSIONS = (".png", ".tif", ".tiff", ".nii.gz", ".nii", ".dcm", ".bmp")
+SETTINGS = tuple(INFERENCE_DEFAULTS)  # the sampling settings a request may set
 
 
 class LateFAGenerationTask(BasicInferTask):
     """Generate the late-phase FA of an uploaded or selected UWF-SLO.
 
-    Request parameters (the ``params`` JSON of ``POST /infer/<model>``; defaults from the constructor):
+    Request parameters (the ``params`` JSON of ``POST /infer/<model>``; defaults from the constructor, whose
+    ``None`` takes the model file's recommended setting, else ``monai_lpuwf.inferers.INFERENCE_DEFAULTS``):
 
     ========================= =====================================================================================
     ``scheduler``             ``"ddim"``, ``"ddpm"`` or ``"pndm"``
     ``num_inference_steps``   sampling steps
     ``num_samples``           draws averaged into the output (more than one gives the uncertainty map)
     ``seed``                  seed of the first draw (same seed, same image)
+    ``eta``, ``clip_sample``  DDIM noise and sample clipping
+    ``conditioning_scale``    control strength (multiplier of the ControlNet residuals)
+    ``t_start``               residual models: the prior noised to this timestep (``null``: pure noise)
     ``uncertainty``           ``true``: also return the per-pixel standard deviation over the draws (needs
                               ``num_samples >= 2``) in the result JSON, key ``"uncertainty"``
     ``result_extension``      ``.png`` (default), ``.tif``, ``.nii.gz``, ``.dcm``, ``.bmp``
@@ -67,10 +74,14 @@ class LateFAGenerationTask(BasicInferTask):
     whose grey level / 255 is the standard deviation on the [-1, 1] scale (clipped at 1), as the bundle's
     ``inference.json`` writes ``*_late_std`` images.
 
+    The result JSON's ``"sampler"`` lists the settings used (the model's recommendation, the constructor's and the
+    request's, in rising priority).
+
     Args:
         model_path: the bundle's ``models/model.pt`` (``{"model": state_dict, "config": ...}``).
-        scheduler, num_inference_steps, num_samples, seed: default sampler settings (defaults:
-            ``monai_lpuwf.inferers.INFERENCE_DEFAULTS``).
+        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start: default
+            sampling settings; ``None``: the model file's recommendation, else
+            ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` (see :class:`~monai_lpuwf.generation.Generator`).
         sharpen: unsharp-mask the SLO (the bundle's ``sharpen``; must match the training run).
         preload: load the model at start-up instead of at the first request.
         description: shown by ``/info``.
@@ -79,18 +90,26 @@ class LateFAGenerationTask(BasicInferTask):
     def __init__(
         self,
         model_path: str | os.PathLike,
-        scheduler: str = INFERENCE_DEFAULTS["scheduler"],
-        num_inference_steps: int = INFERENCE_DEFAULTS["num_inference_steps"],
-        num_samples: int = INFERENCE_DEFAULTS["num_samples"],
-        seed: int = 0,
+        scheduler: str | None = None,
+        num_inference_steps: int | None = None,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        eta: float | None = None,
+        clip_sample: bool | None = None,
+        conditioning_scale: float | None = None,
+        t_start: int | None = None,
         sharpen: bool = True,
         preload: bool = False,
         description: str = "Late-phase UWF fluorescein angiography generated from a UWF-SLO (LPUWF-LDM)",
     ) -> None:
-        if str(scheduler).lower() not in SCHEDULERS:
+        if scheduler is not None and str(scheduler).lower() not in SCHEDULERS:
             raise ValueError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
         self.sharpen = bool(sharpen)
-        self._inference_transforms: tuple[int, Compose] | None = None  # (size divisor, transforms)
+        settings = {
+            "scheduler": None if scheduler is None else str(scheduler).lower(),
+            "num_inference_steps": num_inference_steps, "num_samples": num_samples, "seed": seed, "eta": eta,
+            "clip_sample": clip_sample, "conditioning_scale": conditioning_scale, "t_start": t_start,
+        }  # fmt: skip
         super().__init__(
             path=str(model_path),
             network=None,
@@ -101,10 +120,7 @@ class LateFAGenerationTask(BasicInferTask):
             input_key="slo",
             output_label_key="pred",
             config={
-                "scheduler": str(scheduler).lower(),
-                "num_inference_steps": int(num_inference_steps),
-                "num_samples": int(num_samples),
-                "seed": int(seed),
+                **settings,
                 "uncertainty": False,
                 "result_extension": ".png",
                 "result_bit_depth": 8,
@@ -112,14 +128,19 @@ class LateFAGenerationTask(BasicInferTask):
             preload=preload,
         )
 
+    def generator(self, data=None) -> Generator:
+        """The model file's :class:`~monai_lpuwf.generation.Generator` on the request's device (loaded once per
+        device and model file by :meth:`_get_generator`), at the request's sampling settings."""
+        data = {**self._config, **(data or {})}
+        generator = self._get_generator(data.get("device", "cpu"))
+        uncertainty = bool(strtobool(str(data.get("uncertainty", False))))
+        if uncertainty:  # HTTP 400 where the model's recommended num_samples is 1 and the request gives none
+            self.check_request({**data, "num_samples": data.get("num_samples") or generator.settings["num_samples"]})
+        return generator.with_settings(**{k: data.get(k) for k in SETTINGS}, with_std=uncertainty)
+
     def inference_transforms(self, data=None) -> Compose:
-        """The bundle's :func:`~monai_lpuwf.transforms.uwf_inference_transforms` for the model's size divisor (the
-        network of the request's device, loaded once per model file by :meth:`_get_network`); one instance per
-        divisor, whose padding is what :meth:`post_transforms` inverts."""
-        divisor = self._get_network((data or {}).get("device", "cpu"), data).size_divisor
-        if self._inference_transforms is None or self._inference_transforms[0] != divisor:
-            self._inference_transforms = (divisor, uwf_inference_transforms(divisor=divisor, sharpen=self.sharpen))
-        return self._inference_transforms[1]
+        """The generator's inference transforms, whose padding :meth:`post_transforms` inverts."""
+        return self._get_generator((data or {}).get("device", "cpu")).transforms
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
         # the request holds the image path under "image"; the bundle's transforms read the key "slo"
@@ -134,15 +155,18 @@ class LateFAGenerationTask(BasicInferTask):
     def check_request(req: dict[str, Any]) -> None:
         """Raise ``HTTPException(400)`` (the client sees the message) for parameters that cannot work."""
         problems = []
-        if str(req.get("scheduler", "")).lower() not in SCHEDULERS:
+        if req.get("scheduler") is not None and str(req["scheduler"]).lower() not in SCHEDULERS:
             problems.append(f"scheduler '{req.get('scheduler')}' is not one of {', '.join(SCHEDULERS)}")
         for key in ("num_inference_steps", "num_samples"):
+            if req.get(key) is None:
+                continue  # the model file's recommendation
             try:
                 if int(req[key]) < 1:
                     raise ValueError
             except (TypeError, ValueError):
                 problems.append(f"{key} must be a whole number >= 1, got {req[key]!r}")
-        if strtobool(str(req.get("uncertainty", False))) and not problems and int(req["num_samples"]) < 2:
+        samples = req.get("num_samples")
+        if strtobool(str(req.get("uncertainty", False))) and not problems and samples is not None and int(samples) < 2:
             problems.append(
                 "uncertainty=true needs num_samples >= 2 (the map is the standard deviation over the draws); "
                 'send e.g. {"uncertainty": true, "num_samples": 4}'
@@ -166,25 +190,20 @@ class LateFAGenerationTask(BasicInferTask):
             raise HTTPException(status_code=400, detail=str(cause)) from e
 
     def inferer(self, data=None) -> Inferer:
-        data = {**self._config, **(data or {})}
-        return LPUWFInferer(
-            scheduler=str(data["scheduler"]).lower(),
-            num_inference_steps=int(data["num_inference_steps"]),
-            num_samples=int(data["num_samples"]),
-            seed=int(data["seed"]),
-            with_std=bool(strtobool(str(data["uncertainty"]))),
-        )
+        return self.generator(data).inferer
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         # crop the padding of the inference transforms off the generated image (and its uncertainty channel)
         # (the padding is read from data["slo"]; Invertd wants "pred" as a MetaTensor for that)
-        return [
-            EnsureTyped(keys="pred", track_meta=True),
-            Invertd(keys="pred", transform=self.inference_transforms(data), orig_keys="slo"),
-        ]
+        generator = self._get_generator((data or {}).get("device", "cpu"))
+        return [EnsureTyped(keys="pred", track_meta=True), generator.inverse()]
 
     def _get_network(self, device, data):
-        """The bundle model on ``device``, cached and reloaded when the file changes."""
+        """The bundle model on ``device`` (the generator's network)."""
+        return self._get_generator(device).network
+
+    def _get_generator(self, device) -> Generator:
+        """The model file's generator on ``device``, cached and reloaded when the file changes."""
         path = self.get_path()
         if path is None:
             raise FileNotFoundError(
@@ -195,8 +214,10 @@ class LateFAGenerationTask(BasicInferTask):
         cached = self._networks.get(device)
         if cached is None or cached[1] != mtime:
             logger.info(f"loading {path} on {device}")
-            network = load_generation_model(path, map_location=torch.device(device)).to(torch.device(device))
-            self._networks[device] = (network, mtime)
+            self._networks[device] = (
+                Generator.from_file(path, device=torch.device(device), sharpen=self.sharpen),
+                mtime,
+            )
         return self._networks[device][0]
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
@@ -212,9 +233,7 @@ class LateFAGenerationTask(BasicInferTask):
             "shape": [int(s) for s in pred.shape[1:]],
             "value_range": [-1.0, 1.0],
             "bit_depth": bit_depth,
-            "sampler": {
-                k: data.get(k, self._config[k]) for k in ("scheduler", "num_inference_steps", "num_samples", "seed")
-            },
+            "sampler": dict(self.generator(data).settings),
         }
         if pred.shape[0] > 1:
             result["uncertainty"] = {

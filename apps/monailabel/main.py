@@ -7,17 +7,20 @@ Start (see README.md beside this file)::
 
 ``--conf`` options (all optional):
 
-=============== ==========================================================================================
-``model``       the bundle folder (``models/model.pt`` and, if present, ``configs/inference.json`` whose
-                ``sampler``, ``num_inference_steps``, ``num_samples``, ``seed`` and ``sharpen`` become the
-                defaults) or a ``model.pt`` file. Default: ``<app>/model/model.pt``.
-``scheduler``   overrides the sampler (``ddim``, ``ddpm``, ``pndm``)
-``steps``       overrides ``num_inference_steps``
-``samples``     overrides ``num_samples``
-``seed``        overrides ``seed``
-``sharpen``     ``true``/``false``, overrides ``sharpen``
-``preload``     ``true`` loads the model at start-up
-=============== ==========================================================================================
+====================== ==========================================================================================
+``model``              the bundle folder (``models/model.pt`` and, if present, ``configs/inference.json`` whose plain
+                       values of ``sampler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``eta``,
+                       ``clip_sample``, ``conditioning_scale``, ``t_start`` and ``sharpen`` become the defaults) or a
+                       ``model.pt`` file. Default: ``<app>/model/model.pt``. Sampling settings not set here nor in
+                       the request are the model file's recommended ones (``monai_lpuwf.generation.Generator``).
+``scheduler``          overrides the sampler (``ddim``, ``ddpm``, ``pndm``)
+``steps``              overrides ``num_inference_steps``
+``samples``            overrides ``num_samples``
+``seed``               overrides ``seed``
+``conditioning_scale`` overrides the control strength (the ControlNet residuals' multiplier)
+``sharpen``            ``true``/``false``, overrides ``sharpen``
+``preload``            ``true`` loads the model at start-up
+====================== ==========================================================================================
 
 Everything is read from local files: this app never contacts MONAI's model zoo (it does not go through
 MONAI Label's bundle download, whose default ``zoo_source`` queries the network even for a local bundle).
@@ -61,10 +64,15 @@ _BUNDLE_DEFAULTS = {  # inference.json id -> task argument
     "num_inference_steps": "num_inference_steps",
     "num_samples": "num_samples",
     "seed": "seed",
+    "eta": "eta",
+    "clip_sample": "clip_sample",
+    "conditioning_scale": "conditioning_scale",
+    "t_start": "t_start",
     "sharpen": "sharpen",
 }
 _CONF_OVERRIDES = {"scheduler": ("scheduler", str), "steps": ("num_inference_steps", int),
-                   "samples": ("num_samples", int), "seed": ("seed", int)}  # fmt: skip
+                   "samples": ("num_samples", int), "seed": ("seed", int),
+                   "conditioning_scale": ("conditioning_scale", float)}  # fmt: skip
 _UPLOAD_PREFIX = "lpuwf-label-uploads-"
 _HOW_TO_NAME_AN_IMAGE = (
     "name an image of the studies datastore by its id (the file name without extension, e.g. ?image=7; "

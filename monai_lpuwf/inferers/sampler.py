@@ -24,8 +24,9 @@ __all__ = ["SCHEDULERS", "INFERENCE_DEFAULTS", "build_scheduler", "item_seed", "
 
 SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "pndm": PNDMScheduler}
 
-#: The one source of the sampling defaults, read by :class:`LPUWFSampler`, the bundle's ``inference.json``,
-#: the MONAI Label task and the MONAI Deploy operator (validation during training uses its own, shorter
+#: The one source of the sampling defaults, read by :class:`LPUWFSampler` and by
+#: :class:`monai_lpuwf.generation.Generator` (the bundle's ``inference.json``, the MONAI Label task and the MONAI
+#: Deploy operator), under a model file's recommended settings (validation during training uses its own, shorter
 #: ``val_inference_steps``). DDIM with 25 steps and no clipping: the sampler study in the README (as close to
 #: DDPM-1000 as two DDPM-1000 draws are to each other, at 1/56 of the time).
 INFERENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(

@@ -1,5 +1,7 @@
 """Issue 12 (6): one source of the sampling defaults, ``monai_lpuwf.inferers.INFERENCE_DEFAULTS``, read by the
-library, the bundle, MONAI Label and MONAI Deploy; validation during training takes its steps from a named key."""
+library, the bundle, MONAI Label and MONAI Deploy; validation during training takes its steps from a named key.
+Issue 21: the apps leave every setting to :class:`monai_lpuwf.generation.Generator` (the model file's recommendation,
+then these defaults)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFInferer, LPUWFSampler
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLER_ARGS = ("scheduler", "num_inference_steps", "num_samples")
+SAMPLER_ARGS = tuple(INFERENCE_DEFAULTS)
 
 
 def _init_defaults(path: Path, cls: str) -> dict:
@@ -54,8 +56,8 @@ def test_the_bundle_reads_the_defaults():
     assert isinstance(train["val_inference_steps"], int)
 
 
-def test_monai_label_and_deploy_read_the_defaults():
-    expected = {k: INFERENCE_DEFAULTS[k] for k in SAMPLER_ARGS}
+def test_monai_label_and_deploy_leave_the_settings_to_the_generator():
+    expected = dict.fromkeys(SAMPLER_ARGS)  # None: the model file's recommendation, else INFERENCE_DEFAULTS
     assert _init_defaults(ROOT / "apps" / "monailabel" / "generation_task.py", "LateFAGenerationTask") == expected
     assert _init_defaults(ROOT / "apps" / "deploy" / "generate_operator.py", "LPUWFGenerateOperator") == expected
     # the Deploy app passes its YAML's `generate` section to the operator: it must not set other defaults

@@ -1,0 +1,93 @@
+""":class:`monai_lpuwf.generation.Generator`: where its sampling settings come from, and its one call."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_lpuwf.data import generate_phantoms
+from monai_lpuwf.generation import Generator, SamplingRecord, recommended_sampling
+from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFInferer, LPUWFSampler
+from monai_lpuwf.transforms import uwf_inference_transforms
+
+APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = importlib.util.spec_from_file_location("lpuwf_demo_model_generator", APPS_DIR / "demo_model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def files(demo, tmp_path_factory):
+    """``(model.pt without a sampling record, model.pt recommending strength 2 and 3 steps, a 70 x 90 SLO)``."""
+    root = tmp_path_factory.mktemp("generator")
+    model = demo.build_demo_model()
+    plain = demo.write_demo_model(root / "plain" / "model.pt")
+    recommending = root / "recommending" / "model.pt"
+    recommending.parent.mkdir()
+    record = SamplingRecord(conditioning_scale=2.0, num_inference_steps=3)
+    torch.save({"model": model.state_dict(), "config": model.config, "sampling": record.state_dict()}, recommending)
+    generate_phantoms(root / "slo", num=1, size=(70, 90), seed=0)
+    return plain, recommending, root / "slo" / "1.png"
+
+
+def test_settings_defaults_then_the_file_then_the_arguments(files):
+    plain, recommending, _ = files
+    assert Generator.from_file(plain, device="cpu").settings == dict(INFERENCE_DEFAULTS)
+    assert recommended_sampling(plain) == dict(INFERENCE_DEFAULTS) == recommended_sampling(None)
+    expected = {**INFERENCE_DEFAULTS, "conditioning_scale": 2.0, "num_inference_steps": 3}
+    assert recommended_sampling(recommending) == expected
+    generator = Generator.from_file(recommending, device="cpu")
+    assert generator.settings == expected
+    assert generator.sampler.conditioning_scale == 2.0 and generator.sampler.num_inference_steps == 3
+    overridden = Generator.from_file(recommending, device="cpu", conditioning_scale=1.5, eta=None, decode_tile=64)
+    assert overridden.settings == {**expected, "conditioning_scale": 1.5}  # None keeps the value below
+    assert overridden.sampler.decode_tile == 64  # other sampler arguments pass through
+    again = overridden.with_settings(seed=7, num_samples=2)
+    assert again.network is overridden.network and again.transforms is overridden.transforms
+    assert again.settings == {**expected, "conditioning_scale": 1.5, "seed": 7, "num_samples": 2}
+    assert again.with_std and again.sampler.decode_tile == 64 and not overridden.with_std
+
+
+def test_records_and_inferer_arguments_are_checked(files):
+    plain, _, _ = files
+    with pytest.raises(ValueError, match="strength"):
+        SamplingRecord(strength=2.0)
+    assert SamplingRecord.read(plain) == {} and SamplingRecord.read(plain.parent / "missing.pt") == {}
+    inferer = LPUWFInferer(num_inference_steps=4, conditioning_scale=2.0)
+    generator = Generator.from_file(plain, device="cpu", inferer=inferer)
+    assert generator.inferer is inferer and generator.settings["conditioning_scale"] == 2.0
+    with pytest.raises(ValueError, match="either an inferer or sampling settings"):
+        Generator.from_file(plain, device="cpu", inferer=inferer, seed=1)
+
+
+def test_one_call_equals_the_sampler_on_the_padded_slo_cropped_back(files):
+    _, recommending, slo = files
+    generator = Generator.from_file(recommending, device="cpu", num_samples=2, seed=5)
+    out = generator.generate(slo)
+    assert tuple(out["pred"].shape) == (1, 70, 90) and tuple(out["pred_std"].shape) == (1, 70, 90)
+    assert torch.equal(generator(str(slo)), out["pred"])  # the same draw again (fixed seed)
+    padded = uwf_inference_transforms(divisor=generator.network.size_divisor)({"slo": str(slo)})["slo"]
+    sampler = LPUWFSampler(num_inference_steps=3, num_samples=2, seed=5, conditioning_scale=2.0)
+    with torch.no_grad():
+        direct = sampler(padded.as_tensor()[None], generator.network)
+    crop = (slice(None), slice(13, 83), slice(3, 93))  # 70 x 90 padded to 96 x 96
+    assert (out["pred"].as_tensor() - direct["pred"][0][crop]).abs().max() < 1e-6
+    assert (out["pred_std"].as_tensor() - direct["pred_std"][0][crop]).abs().max() < 1e-6
+    assert out["pred"].meta["filename_or_obj"] == str(slo)
+
+
+def test_writers_name_the_outputs_after_the_slo(files, tmp_path):
+    _, recommending, slo = files
+    generator = Generator.from_file(recommending, device="cpu", num_samples=2)
+    generator.generate(slo, writers=generator.writers(tmp_path, data_root_dir=slo.parent))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1_late.png", "1_late_std.png"]
