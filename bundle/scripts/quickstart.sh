@@ -37,7 +37,9 @@ STAGE1=(--max_epochs "${QUICKSTART_EPOCHS_1:-15}" --val_interval 15 --lr 5e-4)
 STAGE2=(--max_epochs "${QUICKSTART_EPOCHS_2:-5}" --val_interval 5 --lr 5e-4 --adversarial_warmup_epochs 1)
 STAGE3=(--max_epochs "${QUICKSTART_EPOCHS_3:-75}" --val_interval 25 --lr 1e-3 --lr_warmup_iterations 50
     --train_batch_size 4 "${LR_MULT[@]}")
-STAGE4=(--max_epochs "${QUICKSTART_EPOCHS_4:-25}" --val_interval 25 --lr 5e-4 --train_batch_size 4 "${LR_MULT[@]}")
+# the model file records the control strength it is sampled at (below), so MONAI Label and Deploy use it too
+STAGE4=(--max_epochs "${QUICKSTART_EPOCHS_4:-25}" --val_interval 25 --lr 5e-4 --train_batch_size 4 "${LR_MULT[@]}"
+    --sampling_recommendation "{'conditioning_scale': ${QUICKSTART_CONDITIONING_SCALE:-2.0}}")
 # ControlNet residuals x2 at sampling (the SLO's "control strength"): on the quick start's model, PSNR +1.5 dB and
 # same-input correlation across seeds 0.76 -> 0.98 (bundle/docs/README.md, "A recipe that learns on a CPU")
 INFER=("${COMMON[@]}" "${DATA[@]}" --num_inference_steps "${QUICKSTART_STEPS:-25}"

@@ -45,6 +45,8 @@ def test_quickstart_runs_the_four_stages_then_inference_and_scoring(tmp_path, bu
         assert options["seed"] == "3" and options["bundle_root"] == str(tmp_path)
         if stage in ("diffusion", "late"):  # the ControlNet at 3x the learning rate (a dict literal with a space)
             assert ast.literal_eval(options["lr_multipliers"]) == {"controlnet": 3.0}
+        if stage == "late":  # the final model file records the control strength inference samples it at
+            assert ast.literal_eval(options["sampling_recommendation"]) == {"conditioning_scale": 2.0}
     inference = _options(commands[4])
     assert inference["config_file"] == "configs/inference.json" and "seed" not in inference
     scoring = _options(commands[5])  # the held-out split, each frame drawn twice (same-input correlation)
