@@ -56,7 +56,7 @@ def test_every_stage_writes_weights_and_resumable_state(trained_bundle, bundle):
     for stage in STAGES:
         weights = _weights(trained_bundle, stage)
         assert set(weights) == {"model", "config", "data_stats", "training_scale", "stage", "sampling"}, stage
-        assert weights["sampling"] == {}, stage  # no recommendation unless the run gives one (--sampling_recommendation)
+        assert weights["sampling"] == {}, stage  # none unless given (--sampling_recommendation)
         assert weights["stage"] == {"stage": stage}  # which stage wrote it: generation refuses all but "late"
         assert weights["training_scale"]["pixel_scale"] == [1.0, 1.0], stage  # native crops of the phantoms
         assert weights["config"]["autoencoder"]["channels"] == bundle.TINY_NETWORK["autoencoder"]["channels"]
