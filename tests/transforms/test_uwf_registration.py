@@ -28,6 +28,7 @@ from monai_lpuwf.transforms import (
     vessel_correlation,
     vessel_grey,
 )
+from monai_lpuwf.transforms.vessels import equalize_grey, near_vessels, slo_vessel_image, vessel_band
 
 LANDMARKS = json.loads((Path(__file__).parents[1] / "data" / "uwf_landmarks.json").read_text())["triplets"]
 TRIPLETS = ("train/1", "train/2", "train/3", "train/4", "val/7", "val/8", "val/10")
@@ -71,6 +72,31 @@ def test_vessel_correlation_oracle():
     assert vessel_correlation(a, np.full_like(a, 0.3), mask) == pytest.approx(0.0, abs=1e-6)
     assert abs(vessel_correlation(a, np.roll(a, 10, axis=1), mask)) < 0.15
     assert abs(vessel_correlation(a, b, mask)) < 0.1
+
+
+def test_cross_modal_score_parts():
+    """``within`` restricts the correlation to a region (oracle: Pearson's formula on those pixels); ``near_vessels``
+    marks a band around a bright line and nothing far from it; ``slo_vessel_image`` is >= 0, 0 outside its mask and
+    capped at the chosen percentile."""
+    a = vessel_grey(render_phantom((160, 160), seed=1)["early"] * 2 - 1)
+    b = vessel_grey(render_phantom((160, 160), seed=2)["early"] * 2 - 1)
+    mask, within = np.ones(a.shape, bool), np.zeros(a.shape, bool)
+    within[40:120, 30:140] = True
+    ba, bb = vessel_band(a)[within].astype(np.float64), vessel_band(b)[within].astype(np.float64)
+    expected = np.corrcoef(ba, bb)[0, 1]
+    assert vessel_correlation(a, b, mask, erode=False, within=within) == pytest.approx(expected, abs=1e-6)
+
+    line = np.zeros((120, 120), np.float32)
+    line[:, 59:62] = 1.0  # a vertical vessel 3 px wide
+    near = near_vessels(ndi.gaussian_filter(line, 0.7), np.ones_like(line, bool), top=0.1, radius=4)
+    assert near[20:100, 58:63].all() and not near[:, :45].any() and not near[:, 75:].any()
+
+    slo_mask = np.zeros(a.shape, bool)
+    slo_mask[10:150, 10:150] = True
+    img = slo_vessel_image(a, slo_mask, clip=90.0)
+    band = np.maximum(vessel_band(equalize_grey(a)), 0)  # the band of the equalised image
+    assert img.min() >= 0 and not img[~slo_mask].any()
+    assert img.max() == pytest.approx(np.percentile(band[slo_mask], 90.0), rel=0.05)
 
 
 def test_recovers_a_known_affine_on_a_phantom():
