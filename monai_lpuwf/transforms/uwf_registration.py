@@ -65,6 +65,7 @@ from monai_lpuwf.transforms.registration import REGISTRATION_KEY, RegisterElasti
 from monai_lpuwf.transforms.vessels import (
     VESSEL_SIGMAS,
     equalize_grey,
+    is_slo,
     near_vessels,
     registration_mask,
     slo_vessel_image,
@@ -148,10 +149,6 @@ def _warp(img: np.ndarray, matrix_xy: np.ndarray, shape: tuple[int, int], neares
 def _distinct(p: Sequence[float], q: Sequence[float]) -> bool:
     """Two search parameters (scale, aspect, rotation) far enough apart to be separate candidates."""
     return max(abs(p[0] - q[0]), abs(p[1] - q[1])) > 0.05 or abs(p[2] - q[2]) > 3
-
-
-def _is_slo(img: np.ndarray, modality: str) -> bool:
-    return modality == "slo" or (modality == "auto" and img.shape[0] == 3)
 
 
 def _xy_to_rc(m: np.ndarray) -> np.ndarray:
@@ -317,8 +314,8 @@ class RegisterUWF(Transform):
         "vessel_correlation_after", "status"}``."""
         kind = self.kind if self.kind != "auto" else ("cross" if img.shape[0] != fixed.shape[0] else "mono")
         grid = {**SEARCH_GRIDS[kind], **self.grid}
-        fixed_slo = _is_slo(fixed, self.fixed_modality)
-        moving_slo = _is_slo(img, self.moving_modality)
+        fixed_slo = is_slo(fixed, self.fixed_modality)
+        moving_slo = is_slo(img, self.moving_modality)
         fg = vessel_grey(fixed, self.fixed_modality, self.channel)
         mg = vessel_grey(img, self.moving_modality, self.channel)
         fm = registration_mask(fixed, self.fixed_modality) if fixed_mask is None else np.asarray(fixed_mask)[0] > 0.5

@@ -50,6 +50,11 @@ __all__ = [
 VESSEL_SIGMAS = (1.0, 4.0)  # the difference-of-Gaussians band of the vessel correlation, in pixels
 
 
+def is_slo(img: np.ndarray, modality: str = "auto") -> bool:
+    """Whether a ``(C, H, W)`` frame is treated as an SLO: ``modality == "slo"``, or ``"auto"`` and 3 channels."""
+    return modality == "slo" or (modality == "auto" and np.shape(img)[0] == 3)
+
+
 def vessel_grey(img: np.ndarray, modality: str = "auto", channel: int = 1) -> np.ndarray:
     """``(H, W)`` float32 "vessels bright" grey image in ``[0, 1]`` of a ``(C, H, W)`` image in ``[-1, 1]``.
 
@@ -60,7 +65,7 @@ def vessel_grey(img: np.ndarray, modality: str = "auto", channel: int = 1) -> np
         channel: the SLO channel used (1 = green: the retinal vessels in Optos pseudo-colour).
     """
     x = (np.clip(np.asarray(img, dtype=np.float32), -1, 1) + 1) / 2
-    slo = modality == "slo" or (modality == "auto" and x.shape[0] == 3)
+    slo = is_slo(x, modality)
     return (1.0 - x[min(channel, x.shape[0] - 1)]) if slo else x.mean(0)
 
 
@@ -162,7 +167,7 @@ def registration_mask(img: np.ndarray, modality: str = "auto", ellipse: tuple[fl
     """Bool ``(H, W)`` field of view of a ``(C, H, W)`` frame in ``[-1, 1]`` (:class:`FieldOfView`); for an SLO
     also inside the central ellipse with half-axes ``ellipse`` (fractions of height and width), which leaves out
     the eyelids, lashes and the scanner housing at the frame's corners."""
-    slo = modality == "slo" or (modality == "auto" and img.shape[0] == 3)
+    slo = is_slo(img, modality)
     mask = FieldOfView("slo" if slo else "fa").mask(np.asarray(img, dtype=np.float32))
     if slo and ellipse:
         h, w = mask.shape
