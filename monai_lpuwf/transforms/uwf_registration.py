@@ -324,9 +324,18 @@ class RegisterUWF(Transform):
         cross = kind == "cross" and fixed_slo != moving_slo
         if cross:  # the SLO side equalised; scored near the FA side's major vessels (see the module docstring)
             fg_s, mg_s = (equalize_grey(fg) if fixed_slo else fg), (equalize_grey(mg) if moving_slo else mg)
-            near = near_vessels(mg if fixed_slo else fg, mm if fixed_slo else fm)
         else:
-            fg_s, mg_s, near = fg, mg, None
+            fg_s, mg_s = fg, mg
+
+        def search_image(grey, mask, slo):
+            if cross and slo:
+                mask = ndi.binary_erosion(mask, iterations=8)
+                return slo_vessel_image(grey, mask), mask
+            return vessel_map(grey, mask, top=0.06 if cross else 0.12, equalize=slo)
+
+        vf, vfm = search_image(fg, fm, fixed_slo)
+        vm, vmm = search_image(mg, mm, moving_slo)
+        near = near_vessels(vm if fixed_slo else vf) if cross else None  # the FA side's major vessels
 
         def measure(matrix, fixed_grey=fg_s, moving_grey=mg_s, within=near):
             moved = _warp(moving_grey, matrix, shape)
@@ -338,14 +347,6 @@ class RegisterUWF(Transform):
         identity = np.eye(3)
         before, before_global = measure(identity), measure(identity, fg, mg, None)
 
-        def search_image(grey, mask, slo):
-            if cross and slo:
-                mask = ndi.binary_erosion(mask, iterations=8)
-                return slo_vessel_image(grey, mask), mask
-            return vessel_map(grey, mask, top=0.06 if cross else 0.12, equalize=slo)
-
-        vf, vfm = search_image(fg, fm, fixed_slo)
-        vm, vmm = search_image(mg, mm, moving_slo)
         found = self._search(vf, vfm, vm, vmm, grid)
         if cross:  # ECC on the search images, smoothed (the SLO's vessel band alone does not converge)
             levels = [(cv2.GaussianBlur(vf, (0, 0), b), cv2.GaussianBlur(vm, (0, 0), b), vfm) for b in (4.0, 1.5)]

@@ -183,10 +183,10 @@ def equalize_grey(grey: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.nda
     return cv2.createCLAHE(clip, (tiles, tiles)).apply(u8).astype(np.float32) / 255
 
 
-def near_vessels(grey: np.ndarray, mask: np.ndarray, top: float = 0.06, radius: int = 4) -> np.ndarray:
-    """Bool ``(H, W)``: the pixels within ``radius`` px of the major vessels of a "vessels bright" image (its
-    :func:`vessel_map` with the strongest ``top`` fraction kept) - where an aligned SLO must show vessels too."""
-    vessels, _ = vessel_map(grey, mask, top=top)
+def near_vessels(vessels: np.ndarray, radius: int = 4) -> np.ndarray:
+    """Bool ``(H, W)``: the pixels within ``radius`` px of the vessels of a :func:`vessel_map` (``> 0``; for the
+    score of :mod:`~monai_lpuwf.transforms.uwf_registration`, an FA frame's strongest 6 %) - where an aligned SLO
+    must show vessels too."""
     return ndi.binary_dilation(vessels > 0, iterations=radius)
 
 

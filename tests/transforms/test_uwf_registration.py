@@ -27,6 +27,7 @@ from monai_lpuwf.transforms import (
     uwf_train_transforms,
     vessel_correlation,
     vessel_grey,
+    vessel_map,
 )
 from monai_lpuwf.transforms.vessels import equalize_grey, near_vessels, slo_vessel_image, vessel_band
 
@@ -88,7 +89,7 @@ def test_cross_modal_score_parts():
 
     line = np.zeros((120, 120), np.float32)
     line[:, 59:62] = 1.0  # a vertical vessel 3 px wide
-    near = near_vessels(ndi.gaussian_filter(line, 0.7), np.ones_like(line, bool), top=0.1, radius=4)
+    near = near_vessels(vessel_map(ndi.gaussian_filter(line, 0.7), np.ones_like(line, bool), top=0.1)[0], radius=4)
     assert near[20:100, 58:63].all() and not near[:, :45].any() and not near[:, 75:].any()
 
     slo_mask = np.zeros(a.shape, bool)
