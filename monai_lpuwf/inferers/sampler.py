@@ -130,7 +130,6 @@ class LPUWFSampler:
         t_start: residual method only: start the reverse process at this training timestep from the noised prior
             (the scheduler's timesteps up to ``t_start`` are run); ``None``: from pure noise; ``0``: no diffusion.
         aggregate: ``"mean"``, ``"median"`` or ``"first"`` (a single draw, e.g. for FID) over the samples.
-        clamp_output: clamp images to [-1, 1].
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
         progress: on a terminal, show a tqdm bar counting denoising steps (times denoising tiles) and decoded tiles,
             with the sample, step and tile in its text and the remaining time.
@@ -142,8 +141,6 @@ class LPUWFSampler:
             frames larger than this many pixels in Gaussian-blended windows of this side.
         denoise_overlap: latent pixels shared by neighbouring denoiser tiles (blended over; the U-Net's
             receptive field is wider than the decoder's, hence a wider default); pixels for the residual method.
-        check_memory: estimate the memory needed before starting and stop with a clear ``MemoryError`` if the
-            device (GPU memory, or available RAM) has less.
         tile_policy: when the tiles are used (:data:`~monai_lpuwf.inferers.tiling.TILE_POLICIES`): ``"auto"``
             (every frame larger than a tile on a CPU; on a GPU only frames that do not fit in memory or exceed 4
             tiles' area), ``"size"`` (every frame larger than a tile), ``"memory"`` (only frames that do not fit).
@@ -179,14 +176,12 @@ class LPUWFSampler:
         conditioning_scale: float = INFERENCE_DEFAULTS["conditioning_scale"],
         t_start: int | None = INFERENCE_DEFAULTS["t_start"],
         aggregate: str = "mean",
-        clamp_output: bool = True,
         return_samples: bool = False,
         progress: bool = False,
         decode_tile: int | None = 128,
         decode_overlap: int = 16,
         denoise_tile: int | None = 256,
         denoise_overlap: int = 32,
-        check_memory: bool = True,
         scheduler_kwargs: Mapping[str, Any] | None = None,
         tile_policy: str = "auto",
         memory_limit: int | None = None,
@@ -212,14 +207,12 @@ class LPUWFSampler:
             raise ValueError(f"t_start={t_start} must be >= 0 (or None: from pure noise).")
         self.t_start = None if t_start is None else int(t_start)
         self.aggregate = look_up_option(aggregate, _AGGREGATES)
-        self.clamp_output = clamp_output
         self.return_samples = return_samples
         self.progress = progress and has_tqdm
         self.decode_tile = None if decode_tile is None else int(decode_tile)
         self.decode_overlap = int(decode_overlap)
         self.denoise_tile = None if denoise_tile is None else int(denoise_tile)
         self.denoise_overlap = int(denoise_overlap)
-        self.check_memory = check_memory
         self.tile_policy = look_up_option(tile_policy, TILE_POLICIES)
         self.memory_limit = None if memory_limit is None else int(memory_limit)
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
@@ -342,19 +335,19 @@ class LPUWFSampler:
         slo = slo.to(device)
         batch = slo.shape[0]
         windows = self.tiling(model, slo.shape[2:], batch, device)
-        if self.check_memory:
-            needed = estimate_generation_memory(
-                model, batch, slo.shape[2:], windows["decode"], windows["denoise"], self.num_samples
-            )
-            check_memory(
-                needed,
-                device,
-                f"generating {batch} image(s) of {' x '.join(str(s) for s in slo.shape[2:])} "
-                f"({len(windows['denoise'])} denoising and {len(windows['decode'])} decoding tile(s))",
-                f"use smaller tiles (decode_tile={self.decode_tile}, denoise_tile={self.denoise_tile} latent pixels), "
-                "one image per batch, or a machine with more memory; check_memory=False skips this check.",
-                self.memory_limit,
-            )
+        # the memory needed, estimated before starting: a clear MemoryError rather than an out-of-memory crash midway
+        needed = estimate_generation_memory(
+            model, batch, slo.shape[2:], windows["decode"], windows["denoise"], self.num_samples
+        )
+        check_memory(
+            needed,
+            device,
+            f"generating {batch} image(s) of {' x '.join(str(s) for s in slo.shape[2:])} "
+            f"({len(windows['denoise'])} denoising and {len(windows['decode'])} decoding tile(s))",
+            f"use smaller tiles (decode_tile={self.decode_tile}, denoise_tile={self.denoise_tile} latent pixels), "
+            "one image per batch, or a machine with more memory; memory_limit=BYTES overrides the available memory.",
+            self.memory_limit,
+        )
         whole_decode = len(windows["decode"]) == 1
         with_cond = model.autoencoder.condition_encoder is not None
         # untiled: the gated SLO features once for all draws; tiled: each tile encodes its own SLO crop
@@ -417,7 +410,7 @@ class LPUWFSampler:
                     on_decode(1, 1)
                 else:
                     image = decode_tiled(model, x, cond, self.decode_tile, self.decode_overlap, on_decode)
-                draws.append(image.clamp(-1, 1) if self.clamp_output else image)
+                draws.append(image.clamp(-1, 1))
         finally:
             if bar is not None:
                 bar.close()
@@ -463,7 +456,7 @@ class LPUWFSampler:
         batch = slo.shape[0]
         if method == "prior":
             base = model(slo)
-            return torch.stack([base.clamp(-1, 1) if self.clamp_output else base] * self.num_samples)
+            return torch.stack([base.clamp(-1, 1)] * self.num_samples)
         look_up_option(method, ("residual",))
         base, cond = model.condition(slo)
         shape = (1, base.shape[1]) + tuple(base.shape[2:])
@@ -497,7 +490,7 @@ class LPUWFSampler:
                                             refresh=False)  # fmt: skip
                         bar.update(1)
                 image = model.compose(base, x)
-                draws.append(image.clamp(-1, 1) if self.clamp_output else image)
+                draws.append(image.clamp(-1, 1))
         finally:
             if bar is not None:
                 bar.close()

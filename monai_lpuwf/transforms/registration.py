@@ -94,6 +94,8 @@ REGISTRATION_SETTINGS: dict[str, dict[str, int]] = {
     "legacy": {"shrink": 1, "resolutions": 4, "iterations": 300, "spatial_samples": 4096},
 }
 REGISTRATION_KEY = "registration"  # the output metadata entry recording the registration (see RegisterElastix)
+GREY_CHANNEL = 1  # the grey channel of a multi-channel (SLO) image the metric uses: green, where the vessels are
+BSPLINE_GRID_SPACING = 64.0  # control point spacing of the B-spline stage, in pixels
 MIN_SHRUNK_SIZE = 128  # ``shrink`` never makes the shorter side of the registered frames smaller than this
 
 
@@ -202,24 +204,18 @@ class RegisterElastix(Transform):
             ``"affine+bspline"`` (``"bspline"`` = ``"affine+bspline"``).
         metric: ``"auto"`` (normalised correlation when both images have the same number of channels, i.e. FA onto
             FA; Mattes mutual information otherwise, i.e. SLO onto FA), ``"ncc"``, ``"mi"``, ``"msd"``.
-        channel: grey channel of a multi-channel image used for the metric (1 = green).
         resolutions: number of multi-resolution pyramid levels.
         iterations: optimiser iterations per level (linear stage).
         bspline_iterations: iterations per level of the B-spline stage.
-        bspline_grid_spacing: control point spacing of the B-spline stage, in pixels.
         spatial_samples: random samples per iteration.
         shrink: elastix registers the frames averaged over ``shrink`` x ``shrink`` blocks (reduced so that the
             shorter side stays >= ``MIN_SHRUNK_SIZE``); the transform is applied at full size.
         settings: named defaults for ``shrink``, ``resolutions``, ``iterations`` and ``spatial_samples``
             (``REGISTRATION_SETTINGS``): ``"fast"`` or ``"legacy"`` (full size, 4 levels, 300 iterations, 4096
             samples: the settings before the speed-up). Those arguments, when given, override them.
-        use_fov_masks: restrict the metric to the field of view of both images (computed with :class:`FieldOfView`
-            when no mask is given): burnt-in boxes and borders, identical in both frames, would pull towards identity.
-        fallback: keep the unregistered image when the similarity does not improve (see module docstring).
         min_improvement: improvement of the similarity required to accept the registration.
         threads: elastix / transformix threads.
         seed: random seed of elastix's sampler.
-        parameter_overrides: extra elastix parameters ``{name: value}`` set on every parameter map.
 
     Example::
 
@@ -234,24 +230,18 @@ class RegisterElastix(Transform):
         self,
         mode: str = "affine",
         metric: str = "auto",
-        channel: int = 1,
         resolutions: int | None = None,
         iterations: int | None = None,
         bspline_iterations: int = 200,
-        bspline_grid_spacing: float = 64.0,
         spatial_samples: int | None = None,
         shrink: int | None = None,
         settings: str = "fast",
-        use_fov_masks: bool = True,
-        fallback: bool = True,
         min_improvement: float = 0.0,
         threads: int = 2,
         seed: int = 0,
-        parameter_overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.mode = "affine+bspline" if mode == "bspline" else look_up_option(mode, MODES)
         self.metric = look_up_option(metric, METRICS)
-        self.channel = channel
         preset = look_up_option(settings, REGISTRATION_SETTINGS)
         self.settings = settings
         self.resolutions = int(preset["resolutions"] if resolutions is None else resolutions)
@@ -264,13 +254,9 @@ class RegisterElastix(Transform):
                 f"{self.resolutions}, {self.iterations}, {self.spatial_samples}, {self.shrink}."
             )
         self.bspline_iterations = bspline_iterations
-        self.bspline_grid_spacing = bspline_grid_spacing
-        self.use_fov_masks = use_fov_masks
-        self.fallback = fallback
         self.min_improvement = min_improvement
         self.threads = threads
         self.seed = seed
-        self.parameter_overrides = dict(parameter_overrides or {})
 
     def parameter_object(self, metric: str):
         """The elastix :class:`itk.ParameterObject` for ``metric`` (``"ncc"``, ``"mi"`` or ``"msd"``)."""
@@ -285,7 +271,7 @@ class RegisterElastix(Transform):
             if linear == "similarity" and name == "rigid":
                 pmap["Transform"] = ("SimilarityTransform",)
             if name == "bspline":
-                pmap["FinalGridSpacingInPhysicalUnits"] = (str(float(self.bspline_grid_spacing)),)
+                pmap["FinalGridSpacingInPhysicalUnits"] = (str(BSPLINE_GRID_SPACING),)
             pmap["Metric"] = (
                 (_ELASTIX_METRIC[metric],)
                 if name != "bspline"
@@ -303,8 +289,6 @@ class RegisterElastix(Transform):
             pmap["AutomaticTransformInitializationMethod"] = ("GeometricalCenter",)
             pmap["WriteResultImage"] = ("false",)
             pmap["ResultImagePixelType"] = ("float",)
-            for key, value in self.parameter_overrides.items():
-                pmap[key] = tuple(str(v) for v in ensure_tuple(value))
             params.AddParameterMap(pmap)
         return params
 
@@ -373,7 +357,7 @@ class RegisterElastix(Transform):
             fixed: ``(C', H, W)`` reference image; ``C' != C`` (SLO onto FA) selects mutual information with
                 ``metric="auto"``.
             fixed_mask: optional ``(1, H, W)`` field of view of ``fixed`` restricting the metric (else computed,
-                see ``use_fov_masks``).
+                always used).
             moving_mask: optional ``(1, h, w)`` field of view of ``img``.
 
         Returns:
@@ -386,23 +370,20 @@ class RegisterElastix(Transform):
         moving = img
         f, m = convert_to_numpy(fixed, dtype=np.float32), convert_to_numpy(moving, dtype=np.float32)
         metric = self.metric if self.metric != "auto" else ("ncc" if f.shape[0] == m.shape[0] else "mi")
-        fg, mg = _grey(f, self.channel), _grey(m, self.channel)
+        fg, mg = _grey(f, GREY_CHANNEL), _grey(m, GREY_CHANNEL)
         shape = fg.shape
         k = self.shrink_factor(shape, mg.shape)
-        if self.use_fov_masks:
-            # masks of the shrunk frames (what elastix samples), brought back to full size for the similarity
-            fmask, fmask_k = self._masks(f, fixed_mask, k)
-            mmask, mmask_k = self._masks(m, moving_mask, k)
-        else:
-            fmask, mmask = np.ones(shape, bool), np.ones(mg.shape, bool)
+        # masks of the shrunk frames (what elastix samples), brought back to full size for the similarity: burnt-in
+        # boxes and borders, identical in both frames, would pull towards identity
+        fmask, fmask_k = self._masks(f, fixed_mask, k)
+        mmask, mmask_k = self._masks(m, moving_mask, k)
 
         method = itk.ElastixRegistrationMethod.New(
             self._itk_image(_block_mean(fg, k), k), self._itk_image(_block_mean(mg, k), k)
         )
         method.SetParameterObject(self.parameter_object(metric))
-        if self.use_fov_masks:
-            method.SetFixedMask(self._itk_image(fmask_k.astype(np.uint8), k))
-            method.SetMovingMask(self._itk_image(mmask_k.astype(np.uint8), k))
+        method.SetFixedMask(self._itk_image(fmask_k.astype(np.uint8), k))
+        method.SetMovingMask(self._itk_image(mmask_k.astype(np.uint8), k))
         method.SetLogToConsole(False)
         # thread count through ITK's global default, restored afterwards: the method's own SetNumberOfThreads
         # crashes elastix 0.25 in the B-spline stage
@@ -420,12 +401,12 @@ class RegisterElastix(Transform):
             itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads_before)
 
         unregistered = _on_grid(m, shape, _fill(m))
-        before = similarity(fg, _grey(unregistered, self.channel), fmask & _on_grid(mmask[None], shape, 0)[0], metric)
+        before = similarity(fg, _grey(unregistered, GREY_CHANNEL), fmask & _on_grid(mmask[None], shape, 0)[0], metric)
         if failure:
             after, maps, accepted = float("nan"), [], False
         else:
-            after = similarity(fg, _grey(registered, self.channel), fmask & support, metric)
-            accepted = after > before + self.min_improvement or not self.fallback
+            after = similarity(fg, _grey(registered, GREY_CHANNEL), fmask & support, metric)
+            accepted = after > before + self.min_improvement
             maps = [dict(transform.GetParameterMap(i)) for i in range(transform.GetNumberOfParameterMaps())]
         matrices = [_linear_matrix_rc(p) for p in maps]
         info = {
@@ -528,8 +509,8 @@ class RegisterElastixd(MapTransform):
         other_keys: keys transformed with the same transform (replaced; :meth:`RegisterElastix.apply_transform`),
             e.g. the moving frame's mask.
         nearest_keys: keys among ``other_keys`` resampled with nearest neighbour (masks; default: the ``fov`` key).
-        fixed_mask_key, moving_mask_key: optional masks restricting the metric (else computed, see
-            ``use_fov_masks``).
+        fixed_mask_key, moving_mask_key: optional masks restricting the metric (else computed with
+            :class:`FieldOfView`).
         record_key: when given, the registration record (``meta["registration"]`` of the moving key: status,
             elastix transform parameters, matrix, similarities) is also stored under this key, as a dict.
         allow_missing_keys: when the fixed or moving key is absent, do nothing.
