@@ -30,7 +30,7 @@ REAL_DATA="$(cd "$REAL_DATA" && pwd)"
 
 COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
 # registered pairs: the SLO and the late FA onto the early FA (RegisterUWF, cached in <bundle_root>/work/registration);
-# pairs it cannot align are left out with a named line (on the shared samples the SLO of train/4)
+# pairs it cannot align are left out with a named line (on the shared samples all 14 pairs register)
 TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --register "['late','slo']" --preset small --image_size "[128,128]"
     --log_interval 50)
 # REAL_OVERLAY: an extra config for every training stage (e.g. configs/gpu.json: device cache, ThreadDataLoader,
