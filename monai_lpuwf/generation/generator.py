@@ -205,7 +205,7 @@ class Generator:
             FileNotFoundError, ModelFileError, InferenceInputError: see :meth:`~monai_lpuwf.networks.ModelFile.load`
                 and :func:`~monai_lpuwf.generation.model.generation_network`.
         """
-        device = check_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = check_device(device or None) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(path, ModelFile):
             model_file = path
         else:
