@@ -1,9 +1,10 @@
 """Write an untrained, tiny LPUWF-LDM ``model.pt`` in the bundle's format, to try the apps without a trained model.
 
 The file is what the bundle's last training stage writes (``{"model": state_dict, "config": LPUWFModel.config}``,
-read back by :func:`monai_lpuwf.engines.load_model`), so the MONAI Label and MONAI Deploy apps load it exactly as
-they load a trained model. Its output is noise shaped by the SLO, not an angiogram: it is for smoke tests of the
-serving paths (and the apps' tests), never for results. Train the bundle for a real model (bundle/docs/README.md).
+written and read back by :class:`monai_lpuwf.networks.ModelFile`), so the MONAI Label and MONAI Deploy apps load it
+exactly as they load a trained model. Its output is noise shaped by the SLO, not an angiogram: it is for smoke tests
+of the serving paths (and the apps' tests), never for results. Train the bundle for a real model
+(bundle/docs/README.md).
 
 Usage::
 
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from monai_lpuwf.networks import ModelFile
 from monai_lpuwf.networks.tiny import TINY_OVERRIDES, build_tiny_model
 
 __all__ = ["TINY_OVERRIDES", "build_demo_model", "write_demo_model"]
@@ -32,16 +33,12 @@ def build_demo_model(seed: int = 0) -> torch.nn.Module:
 
 
 def write_demo_model(path: str | os.PathLike, seed: int = 0) -> Path:
-    """Save :func:`build_demo_model` to ``path`` (atomically; an existing file is an error, never overwritten)."""
+    """Save :func:`build_demo_model` to ``path`` (:meth:`ModelFile.save <monai_lpuwf.networks.ModelFile.save>`:
+    atomically; an existing file is an error, never overwritten)."""
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; give another output path (this script never overwrites a file).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = build_demo_model(seed)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save({"model": model.state_dict(), "config": model.config}, tmp)
-    os.replace(tmp.name, path)
-    return path
+    return ModelFile.from_network(build_demo_model(seed)).save(path)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from monai_lpuwf.metrics import (
     radial_power_spectrum,
     score_with_baselines,
 )
-from monai_lpuwf.networks import build_model
+from monai_lpuwf.networks import ModelFile, build_model
 
 COMBOS = [(g, c, n) for g in (0, 1) for c in (0, 1) for n in (0, 1)]
 
@@ -76,7 +76,7 @@ def run_seed(work: Path, seed: int, size: int, train: list, val: list, ae_path: 
     cfg = {**rs.BASE, **recipe, "noise_offset": 0.0}
     set_determinism(seed)
     model = build_model("small", schedule={"prediction_type": cfg["prediction_type"]})
-    model.load_state_dict(torch.load(ae_path, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(ModelFile.load(ae_path).weights)
     train_loader = rs.make_loader(train, size, augment=True, batch=cfg["batch"], shuffle=True)
     val_loader = rs.make_loader(val, size, augment=False, batch=len(val), shuffle=False)
     model.scale_factor.fill_(rs.compute_scale_factor(model.autoencoder, train_loader, "early", num_batches=8))

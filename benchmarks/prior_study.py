@@ -65,7 +65,7 @@ from monai_lpuwf.inferers import LPUWFSampler
 from monai_lpuwf.losses import CTRDLoss, VesselBandL1Loss
 from monai_lpuwf.metrics import detail_ratio, mean_intensity, vessel_band_correlation
 from monai_lpuwf.metrics.sensitivity import input_sensitivity
-from monai_lpuwf.networks import build_model, build_prior, build_residual_model
+from monai_lpuwf.networks import ModelFile, build_model, build_prior, build_residual_model
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the main job's schedule for the prior and the residual model (bundle/scripts/quickstart.sh)
@@ -164,7 +164,7 @@ def train_small(work: Path, train: list, size: int, seed: int, device: str):
             subprocess.run(cmd + ["--lr", "5e-4"] + common + extra, cwd=ROOT / "bundle", check=True)
     set_determinism(seed)
     model = build_model("small").to(device)
-    model.load_state_dict(torch.load(ae, map_location=device, weights_only=True)["model"])
+    model.load_state_dict(ModelFile.load(ae, map_location=device).weights)
     loader = train_loader(train, size, SMALL["batch"])
     model.scale_factor.fill_(compute_scale_factor(model.autoencoder, loader, "early", device, num_batches=8))
     t0 = time.time()

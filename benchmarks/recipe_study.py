@@ -43,7 +43,7 @@ from monai_lpuwf.inferers import LPUWFSampler  # noqa: E402
 from monai_lpuwf.losses import CTRDLoss  # noqa: E402
 from monai_lpuwf.metrics import mean_intensity, score_with_baselines  # noqa: E402
 from monai_lpuwf.metrics.sensitivity import conditioning_gap, input_sensitivity  # noqa: E402
-from monai_lpuwf.networks import build_model  # noqa: E402
+from monai_lpuwf.networks import ModelFile, build_model  # noqa: E402
 from monai_lpuwf.noise import LowFrequencyEnhancedNoise  # noqa: E402
 from monai_lpuwf.transforms import uwf_train_transforms  # noqa: E402
 
@@ -186,8 +186,7 @@ def run_arm(work: Path, arm: str, seed: int, size: int, train: list, val: list, 
     torch.manual_seed(seed)
     schedule = {"prediction_type": cfg["prediction_type"]}
     model = build_model("small", schedule=schedule)
-    state = torch.load(ae_path, map_location="cpu", weights_only=True)["model"]
-    model.load_state_dict(state)
+    model.load_state_dict(ModelFile.load(ae_path).weights)
     if not cfg["zero_init"]:  # ControlNet output convolutions at PyTorch's default init, not zeros
         cn = model.controlnet
         for m in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:

@@ -293,9 +293,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    from monai_lpuwf.engines import load_model
+    from monai_lpuwf.networks import ModelFile
 
-    model = load_model(args.checkpoint, map_location=args.device).to(args.device).eval()
+    model = ModelFile.load(args.checkpoint, map_location=args.device).build().to(args.device).eval()
     divisor = model.size_divisor
     if any(s % divisor for s in args.image_size):
         raise ValueError(f"--image_size {args.image_size} must be multiples of the model's size divisor {divisor}.")

@@ -5,7 +5,8 @@ Sub-packages follow MONAI's own floor plan:
 - :mod:`monai_lpuwf.data`: UWF image files (readers and writers, :mod:`~monai_lpuwf.data.image_io`), triplet
   datalists, synthetic UWF phantoms, the registration cache and the size-grouped batch sampler.
 - :mod:`monai_lpuwf.networks`: gated condition encoder, conditional AutoencoderKL, the LPUWF model wrapper,
-  presets and monai-generative checkpoint compatibility.
+  presets, the trained model file (:class:`~monai_lpuwf.networks.ModelFile`: the one reader and writer of model
+  files, which engines, generation, evaluation and the apps share) and monai-generative checkpoint compatibility.
 - :mod:`monai_lpuwf.losses`, :mod:`monai_lpuwf.noise`: CTRD loss, offline perceptual loss and low-frequency
   enhanced noise.
 - :mod:`monai_lpuwf.transforms`: array + dictionary transforms (loading, field of view, SLO sharpening, elastix

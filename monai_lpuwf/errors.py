@@ -4,7 +4,7 @@
   datalist, a folder, a command-line option) together with the fix. The package's own error types derive from it
   and from the built-in type callers catch (``ValueError``, ``RuntimeError``, ``FileNotFoundError``):
   :class:`~monai_lpuwf.data.UWFImageError`, :class:`~monai_lpuwf.data.DataSourceError`,
-  :class:`~monai_lpuwf.engines.ModelFileError`, :class:`~monai_lpuwf.generation.InferenceInputError`, ...
+  :class:`~monai_lpuwf.networks.ModelFileError`, :class:`~monai_lpuwf.generation.InferenceInputError`, ...
 * :class:`SettingError`: a setting (bundle key / command-line option) that cannot be used, e.g. an
   ``--image_size`` the network cannot take.
 * :func:`brief_input_errors`: on the command line such an error ends the process with ``error: <message>`` and exit

@@ -51,8 +51,7 @@ import torch
 from monai.utils import optional_import
 from torch import nn
 
-from monai_lpuwf.engines import load_model
-from monai_lpuwf.networks import LPUWFModel
+from monai_lpuwf.networks import LPUWFModel, ModelFile
 
 onnx, has_onnx = optional_import("onnx")
 
@@ -73,7 +72,7 @@ def _unwrap(model: nn.Module) -> LPUWFModel:
     model = getattr(model, "module", model)  # DDP / DataParallel
     if not isinstance(model, LPUWFModel):
         raise TypeError(
-            "expected an LPUWFModel (monai_lpuwf.networks.build_model / engines.load_model), "
+            "expected an LPUWFModel (monai_lpuwf.networks.build_model / ModelFile.load(path).build()), "
             f"got {type(model).__name__}."
         )
     return model
@@ -305,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--onnx", action="store_true", help="also write ONNX files (needs the onnx package)")
     args = parser.parse_args(argv)
-    model = load_model(args.checkpoint)
+    model = ModelFile.load(args.checkpoint).build()
     paths: dict[str, Any] = {"torchscript": export_torchscript(model, args.output_dir, args.size, args.batch_size)}
     if args.onnx:
         paths["onnx"] = export_onnx(model, args.output_dir, args.size, args.batch_size)

@@ -128,7 +128,7 @@ def test_no_import_points_up_or_sideways():
             "from .image_io import save_uwf_image\nfrom monai_lpuwf.keys import UWFKeys\n",
             [],
         ),
-        ("monai_lpuwf.generation.model", "from monai_lpuwf.engines import load_model\n", []),
+        ("monai_lpuwf.generation.model", "from monai_lpuwf.networks import ModelFile\n", []),
         ("monai_lpuwf.engines.trainers", "from monai_lpuwf.bundle_support import bundle_datalists\n", ["an import up"]),
     ],
 )

@@ -11,7 +11,6 @@ from .checkpoint import (
     StageOrderError,
     StageRecord,
     check_device,
-    load_model,
     load_stage_weights,
 )
 from .determinism import DeterministicSeedHandler, derive_seed, enable_cudnn_autotune
@@ -75,7 +74,6 @@ __all__ = [
     "get_batch_item",
     "image_quality_metrics",
     "kl_divergence",
-    "load_model",
     "load_stage_weights",
     "loss_terms",
     "make_image_grid",

@@ -1,17 +1,14 @@
-"""Checkpoint writing (atomic, last + best + final) and stage-weight loading with clear errors.
+"""Checkpoint writing (atomic, last + best + final), resuming, and stage-weight loading with clear errors.
 
-A model file names the training stage that wrote it (entry ``"stage"``, :class:`StageRecord`), so a command can
-refuse the file of another stage (:func:`load_model` / :func:`load_stage_weights` with ``stages``), e.g. generating
-with ``models/model_autoencoder.pt``. A file that cannot be read gives a :class:`ModelFileError` that says which of
-three things happened: the file is truncated or not a PyTorch file, it holds pickled objects that
-``torch.load(weights_only=True)`` refuses to run, or it is asked onto a CUDA device on a machine without CUDA
-(:func:`check_device`).
+Model files are read, checked and built by :class:`monai_lpuwf.networks.ModelFile` (re-exported here with its
+:class:`ModelFileError`, :class:`StageRecord`, :func:`check_device` and :data:`STAGE_FILES`):
+:func:`load_stage_weights` loads the file of the previous training stage through it, with the messages of a
+training run (the stages' order, the latent scale factor).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +21,16 @@ from torch import nn
 
 from monai_lpuwf.atomic_write import default_file_mode
 from monai_lpuwf.errors import UserInputError
-from monai_lpuwf.networks import model_from_config
+from monai_lpuwf.networks.model_file import (
+    STAGE_FILES,
+    ModelFile,
+    ModelFileError,
+    StageRecord,
+    check_config,
+    check_device,
+    plain_config,
+    read_checkpoint,
+)
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -36,93 +42,14 @@ __all__ = [
     "STAGE_FILES",
     "StageRecord",
     "check_device",
-    "load_model",
     "load_stage_weights",
     "ModelFileError",
     "StageOrderError",
 ]
 
-# stage name (bundle key ``stage``) -> (number, config file, the model file it writes into models/)
-STAGE_FILES: dict[str, tuple[int, str, str]] = {
-    "autoencoder": (1, "train_autoencoder.json", "model_autoencoder.pt"),
-    "condition_encoder": (2, "train_condition_encoder.json", "model_condition_encoder.pt"),
-    "diffusion": (3, "train_diffusion.json", "model_diffusion.pt"),
-    "late": (4, "train_late.json", "model.pt"),
-    # the residual method's own two stages (train_prior.json, then train_residual.json)
-    "prior": (1, "train_prior.json", "model_prior.pt"),
-    "residual": (2, "train_residual.json", "model_residual.pt"),
-}
-DENOISER_STAGES = ("diffusion", "late", "residual")  # stages whose model file holds a trained denoiser
-
 
 class StageOrderError(UserInputError, FileNotFoundError):
     """A training stage was started before the stage whose weights it builds on."""
-
-
-class ModelFileError(UserInputError, RuntimeError):
-    """A model or checkpoint file that cannot be used: truncated or not a PyTorch file, refused as unsafe, written
-    by another training stage, or asked onto a device this machine lacks; the message names the file and the fix."""
-
-
-def _describe_stage(stage: str) -> str:
-    if stage in STAGE_FILES:
-        number, config, filename = STAGE_FILES[stage]
-        return f"stage {number} '{stage}' ({config}, which writes models/{filename})"
-    return f"stage '{stage}'"
-
-
-class StageRecord:
-    """Checkpoint entry ``"stage"``: the training stage that wrote a model file (``{"stage": "late"}``).
-
-    Listed in the bundle's ``model_dict`` (``common.json``) beside the weights and the architecture, so that a
-    command can tell a stage-1 autoencoder from the final model (:func:`load_model` with ``stages``).
-
-    Args:
-        stage: the stage's name, the bundle key ``stage`` (``"autoencoder"``, ..., ``"late"``).
-    """
-
-    def __init__(self, stage: str = "") -> None:
-        self.stage = str(stage)
-
-    def state_dict(self) -> dict[str, str]:
-        return {"stage": self.stage}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.stage = str(state.get("stage", ""))
-
-    @staticmethod
-    def read(checkpoint: Any) -> str | None:
-        """The stage recorded in a loaded checkpoint, ``None`` where it has none (written before the record)."""
-        entry = checkpoint.get("stage") if isinstance(checkpoint, Mapping) else None
-        return str(entry["stage"]) if isinstance(entry, Mapping) and entry.get("stage") else None
-
-
-def check_device(device: str | torch.device | None, option: str = "--device") -> torch.device | None:
-    """``device`` as a :class:`torch.device`, refusing a CUDA device where PyTorch has none.
-
-    Raises:
-        ModelFileError: (a :class:`~monai_lpuwf.errors.UserInputError`) ``device`` is not a device name, or a CUDA
-            device on a machine where ``torch.cuda.is_available()`` is False, or a CUDA index beyond the GPUs seen.
-    """
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ModelFileError(f"{option} {device}: not a device name ({err}); use cpu, cuda or cuda:N.") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelFileError(
-                f"{option} {device}: CUDA is not available here (torch.cuda.is_available() is False: a CPU build of "
-                f"PyTorch {torch.__version__}, or no GPU driver); run with {option} cpu, or install the PyTorch "
-                "build for your CUDA version."
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelFileError(
-                f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...); pick "
-                "one of them."
-            )
-    return dev
 
 
 class _AtomicDiskSaver(DiskSaver):  # type: ignore[misc,valid-type]
@@ -286,7 +213,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
                 f"resume=true but there is no checkpoint '{self.load_path}' (a run of this stage writes it every "
                 "'save_interval' iterations); run without --resume True to start the stage from the beginning."
             )
-        checkpoint = _read_checkpoint(Path(self.load_path), self.map_location)
+        checkpoint = read_checkpoint(self.load_path, self.map_location)
         load_dict = dict(self.load_dict)
         for key, obj in self.load_dict.items():
             if isinstance(obj, AtomicCheckpointSaver) and key not in checkpoint:
@@ -312,28 +239,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else module
 
 
-def _plain(value: Any) -> Any:
-    """Config value with tuples as lists (a config read back from a checkpoint compares equal to the live one)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        if key == "scale_factor" and not prefix:
-            continue  # a value learnt from data, carried by the state dict's buffer
-        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            diffs += _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: checkpoint {a} vs configured {b}")
-    return diffs
-
-
 class ModelConfigRecord:
     """Checkpoint entry ``"config"`` holding ``LPUWFModel.config``, so ``model.pt`` rebuilds its own architecture.
 
@@ -350,126 +255,10 @@ class ModelConfigRecord:
         self.model = model
 
     def state_dict(self) -> dict[str, Any]:
-        return _plain(_unwrap(self.model).config)
+        return plain_config(_unwrap(self.model).config)
 
     def load_state_dict(self, config: Mapping[str, Any], source: str = "the checkpoint") -> None:
-        diffs = _config_differences(_plain(config), self.state_dict())
-        if diffs:
-            raise ValueError(
-                f"{source} was made for another model architecture: {'; '.join(diffs[:6])}"
-                f"{' ...' if len(diffs) > 6 else ''}. Use the same 'preset' / 'network_overrides' as the run that "
-                "wrote it (its config is stored in the file under 'config')."
-            )
-
-
-def _first_line(error: BaseException, marker: str = "") -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    found = [line for line in lines if marker and marker in line]
-    return ((found or lines or [type(error).__name__])[0])[:200]
-
-
-def _read_checkpoint(path: Path, map_location: str | torch.device | None) -> Mapping:
-    """``torch.load(path, weights_only=True)``, with a :class:`ModelFileError` that says what is wrong."""
-    check_device(map_location, option="device (map_location)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e).lower()
-        if "weights only load failed" in text and "global" in text:  # not "Unsupported operand": damaged
-            raise ModelFileError(
-                f"refused to load '{path}': it holds pickled Python objects beyond tensors and plain containers "
-                f"({_first_line(e, 'GLOBAL')}), and loading them could run code; torch.load(weights_only=True) does "
-                "not. Use a model file written by this bundle (models/model.pt), or re-save the weights as a plain "
-                "state dict from a trusted environment."
-            ) from e
-        error = e
-    except Exception as e:  # noqa: BLE001 - readers raise many types for damaged files; sorted below
-        error = e
-    size = path.stat().st_size if path.is_file() else 0
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if size == 0:
-        reason = "the file is empty (0 bytes): a copy or a save that did not finish"
-    elif head == b"PK\x03\x04" or head[:1] == b"\x80":  # a PyTorch zip archive / a legacy pickle
-        reason = f"the file is truncated or damaged ({size} bytes; {type(error).__name__}: {_first_line(error)})"
-    else:
-        reason = f"it is not a PyTorch file ({type(error).__name__}: {_first_line(error)})"
-    raise ModelFileError(
-        f"cannot read the checkpoint '{path}': {reason}. Copy the file again, or re-run the stage that writes it."
-    ) from error
-
-
-def _untrained_denoiser(state: Mapping) -> bool:
-    """Whether the U-Net's output convolution is all zeros, as MONAI initialises it: no diffusion stage trained."""
-    weights = [v for k, v in state.items() if k.startswith("unet.out.") and isinstance(v, torch.Tensor) and v.ndim > 1]
-    return bool(weights) and all(float(w.abs().max()) == 0.0 for w in weights)
-
-
-def _check_stage(checkpoint: Any, path: Path, stages: Sequence[str], purpose: str) -> None:
-    """Refuse the file of another training stage than ``stages`` (the first one is the one asked for)."""
-    recorded = StageRecord.read(checkpoint)
-    wanted = _describe_stage(stages[0])
-    fix = f"pass the model file of {wanted}" + (" (--model_path)" if purpose == "generation" else "")
-    if recorded is not None and recorded not in stages:
-        raise ModelFileError(
-            f"'{path}' holds the weights of {_describe_stage(recorded)}; {purpose} needs {wanted}: {fix}."
-        )
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else {}
-    needs_denoiser = any(s in DENOISER_STAGES for s in stages)
-    if recorded is None and needs_denoiser and isinstance(state, Mapping) and _untrained_denoiser(state):
-        warnings.warn(  # a file from before the stage record, or assembled by hand (test stand-ins): not refused
-            f"'{path}' has no stage record and holds an untrained denoiser (the U-Net's output layer is all zeros, "
-            f"as before stage 3): if it is the file of stage 1 or 2, {purpose} will not give a late phase; "
-            f"{fix}.",
-            stacklevel=3,
-        )
-
-
-def load_model(
-    path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    stages: Sequence[str] | None = None,
-    purpose: str = "this command",
-) -> nn.Module:
-    """Rebuild the model of a bundle model file from its ``config`` and weights: an
-    :class:`~monai_lpuwf.networks.LPUWFModel` (``model.pt``), a :class:`~monai_lpuwf.networks.SupervisedPrior`
-    (``model_prior.pt``) or a :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (``model_residual.pt``), as the
-    config's ``model_class`` says.
-
-    Args:
-        path: a file written by the bundle (``{"model": state_dict, "config": LPUWFModel.config, "stage": ...}``).
-        map_location: passed to :func:`torch.load` (checked with :func:`check_device` first).
-        stages: the training stages whose files are accepted (the first one named in messages), e.g.
-            ``("late",)`` for generation; ``None`` accepts any. A file without a stage record (written before it
-            existed, or by hand) is accepted, with a warning where ``stages`` needs a trained denoiser and its
-            U-Net's output layer is still all zeros (stages 1 and 2 leave it so).
-        purpose: what the model is loaded for, in messages (``"generation"``).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ModelFileError: the file is truncated, not a PyTorch file, holds objects ``weights_only`` refuses, comes
-            from another stage than ``stages``, or ``map_location`` is a CUDA device without CUDA.
-        ValueError: the file has no ``config`` entry (e.g. a bare state dict: build the model with
-            :func:`monai_lpuwf.networks.build_model` and use :func:`load_stage_weights` instead).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model file '{path}' does not exist; train the bundle first (see bundle/docs/README.md)."
-        )
-    checkpoint = _read_checkpoint(path, map_location)
-    if not (
-        isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("config"), Mapping) and "model" in checkpoint
-    ):
-        raise ValueError(
-            f"'{path}' holds no model config (expected the keys 'model' and 'config' written by the bundle); build the "
-            "model with monai_lpuwf.networks.build_model(preset) and load the weights with load_stage_weights."
-        )
-    if stages:
-        _check_stage(checkpoint, path, tuple(stages), purpose)
-    model = model_from_config(checkpoint["config"])
-    model.load_state_dict(checkpoint["model"])
-    return model
+        check_config(config, self.state_dict(), source=source)
 
 
 def load_stage_weights(
@@ -483,6 +272,9 @@ def load_stage_weights(
 ) -> nn.Module:
     """Load the weights a training stage builds on into ``model``, with messages that say what to do.
 
+    The file is read by :meth:`ModelFile.load <monai_lpuwf.networks.ModelFile.load>` and its weights loaded by
+    :meth:`ModelFile.load_into <monai_lpuwf.networks.ModelFile.load_into>`; this adds a training run's messages.
+
     Args:
         model: the :class:`~monai_lpuwf.networks.LPUWFModel` (or a DDP wrapper of it).
         path: the previous stage's weights (``models/model_autoencoder.pt``, ...). ``None`` or ``""`` = nothing to
@@ -493,11 +285,15 @@ def load_stage_weights(
             (the preset's initial value): the latent scale factor is computed once from data at the start of
             stage 3 and every later stage needs it.
         map_location: passed to :func:`torch.load`.
-        stages: accepted training stages of the file, as in :func:`load_model` (``None``: any).
+        stages: accepted training stages of the file, as in :meth:`~monai_lpuwf.networks.ModelFile.load`
+            (``None``: any).
 
     Raises:
-        StageOrderError: ``path`` does not exist (the previous stage has not been run, or its output moved).
-        ModelFileError: the file cannot be read (see :func:`load_model`) or comes from another stage.
+        StageOrderError: ``path`` does not exist (the previous stage has not been run, or its output moved), or
+            ``require_scale_factor`` and the file carries no computed scale factor.
+        ModelFileError: the file cannot be read (see :meth:`~monai_lpuwf.networks.ModelFile.load`) or comes from
+            another stage.
+        ValueError: the file's stored architecture is not ``model``'s (the differences listed).
         RuntimeError: the file is not a state dict of this model (other preset, other network), naming the file
             and the first missing / unexpected / mismatched keys.
 
@@ -513,35 +309,10 @@ def load_stage_weights(
             f"'{path}', which does not exist. Run the stages in order (train_autoencoder -> train_condition_encoder "
             f"-> train_diffusion -> train_late), or point 'initial_weights' at the right file."
         )
-    state = _read_checkpoint(path, map_location)
-    if stages:
-        _check_stage(state, path, tuple(stages), stage or "this stage")
+    model_file = ModelFile.load(path, map_location=map_location, stages=stages, purpose=stage or "this stage")
     target = _unwrap(model)
-    if isinstance(state, Mapping) and isinstance(state.get("config"), Mapping):
-        ModelConfigRecord(target).load_state_dict(state["config"], source=f"'{path}'")
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]  # a bundle model file or a full training checkpoint: take its model entry
-    own = target.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state
-        and isinstance(state[k], torch.Tensor)
-        and hasattr(own[k], "shape")
-        and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise RuntimeError(
-            f"the checkpoint '{path}' does not match the configured model (was it trained with another preset or "
-            f"network settings?). missing keys: {missing[:5]}{' ...' if len(missing) > 5 else ''}; unexpected keys: "
-            f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; shape mismatches: {mismatched[:5]}"
-            f"{' ...' if len(mismatched) > 5 else ''}. Use the same 'preset' / network overrides as the stage that "
-            "wrote it."
-        )
     initial_scale = float(getattr(target, "scale_factor", float("nan")))
-    target.load_state_dict(state)
+    model_file.load_into(target)
     if require_scale_factor:
         scale = getattr(target, "scale_factor", None)
         if scale is None or float(scale) == initial_scale:

@@ -1,6 +1,7 @@
-"""Generation runs: checked input frames and bad-input reporting (:mod:`.inputs`), the trained model (:mod:`.model`),
-the :class:`Generator` (:mod:`.generator`: inference transforms, sampler, inverse and writer behind one call, used by
-the bundle's ``inference.json``, MONAI Label and MONAI Deploy), one run per output folder (:mod:`.lock`).
+"""Generation runs: checked input frames and bad-input reporting (:mod:`.inputs`), the trained network of a model
+file (:mod:`.model`), the :class:`Generator` (:mod:`.generator`: inference transforms, sampler, inverse and writer
+behind one call, used by the bundle's ``inference.json``, MONAI Label and MONAI Deploy), one run per output folder
+(:mod:`.lock`).
 
 The sampling itself is :mod:`monai_lpuwf.inferers`, the pre-processing
 :func:`monai_lpuwf.transforms.uwf_inference_transforms`, the writing :func:`monai_lpuwf.transforms.save_generated`.
@@ -9,7 +10,7 @@ The sampling itself is :mod:`monai_lpuwf.inferers`, the pre-processing
 from .generator import SAMPLING_KEY, Generator, SamplingRecord, recommended_sampling
 from .inputs import BAD_INPUT_POLICIES, InferenceInputError, InferenceInputs, brief_input_errors, input_error
 from .lock import OutputFolderInUseError, OutputFolderLock
-from .model import load_generation_model
+from .model import GENERATION_STAGES, generation_network
 
 __all__ = [
     "Generator",
@@ -21,7 +22,8 @@ __all__ = [
     "InferenceInputs",
     "brief_input_errors",
     "input_error",
-    "load_generation_model",
+    "GENERATION_STAGES",
+    "generation_network",
     "OutputFolderInUseError",
     "OutputFolderLock",
 ]

@@ -16,10 +16,11 @@ from monai.transforms import Compose, CopyItemsd, DeleteItemsd, Invertd, SplitDi
 from monai.utils import ensure_tuple
 from torch import nn
 
-from monai_lpuwf.generation.model import load_generation_model
+from monai_lpuwf.generation.model import generation_network
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFInferer, LPUWFSampler
 from monai_lpuwf.keys import UWFKeys
-from monai_lpuwf.transforms import TrainingScaleRecord, save_generated, uwf_inference_transforms
+from monai_lpuwf.networks import ModelFile, check_device
+from monai_lpuwf.transforms import save_generated, uwf_inference_transforms
 
 __all__ = ["SAMPLING_KEY", "SamplingRecord", "recommended_sampling", "Generator"]
 
@@ -32,7 +33,8 @@ class SamplingRecord:
     ``{"conditioning_scale": 2.0}`` (the ControlNet residuals doubled, as the quick start samples its model).
 
     Listed in a training config's model dictionary (``{"model": ..., "config": ..., "sampling": record}``), it is
-    saved with the weights; :func:`recommended_sampling` and :meth:`Generator.from_file` read it back. Keys are those
+    saved with the weights; :func:`recommended_sampling` and :meth:`Generator.from_file` take it from the
+    :class:`~monai_lpuwf.networks.ModelFile` (:attr:`~monai_lpuwf.networks.ModelFile.sampling`). Keys are those
     of :data:`monai_lpuwf.inferers.INFERENCE_DEFAULTS`; the others are refused.
 
     Args:
@@ -57,27 +59,22 @@ class SamplingRecord:
             )
         self._state = dict(state)
 
-    @staticmethod
-    def read(path: str | os.PathLike) -> dict[str, Any]:
-        """The record stored in a model file; ``{}`` without one (no file, a file from a run without the record, a
-        bare state dict)."""
-        if not os.path.isfile(path):
-            return {}
-        try:  # memory-mapped: the weights are not read (the model is loaded once, by load_generation_model)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        record = checkpoint.get(SAMPLING_KEY) if isinstance(checkpoint, Mapping) else None
-        return SamplingRecord(**record).state_dict() if isinstance(record, Mapping) else {}
 
-
-def recommended_sampling(path: str | os.PathLike | None = None) -> dict[str, Any]:
+def recommended_sampling(model_file: ModelFile | str | os.PathLike | None = None) -> dict[str, Any]:
     """:data:`~monai_lpuwf.inferers.INFERENCE_DEFAULTS` updated with the model file's :class:`SamplingRecord`.
 
     Args:
-        path: a model file; ``None`` (or a file without the record): the defaults.
+        model_file: a :class:`~monai_lpuwf.networks.ModelFile` (the bundle's ``model_file``, read once), or the path
+            of one (read with :meth:`ModelFile.load <monai_lpuwf.networks.ModelFile.load>`); ``None``, a path that
+            does not exist or a file without the record: the defaults.
+
+    Raises:
+        ValueError: the record holds a key that is not a sampling setting.
     """
-    return {**INFERENCE_DEFAULTS, **(SamplingRecord.read(path) if path is not None else {})}
+    if model_file is not None and not isinstance(model_file, ModelFile):
+        model_file = ModelFile.load(model_file) if os.path.isfile(model_file) else None
+    sampling = model_file.sampling if model_file is not None else None
+    return {**INFERENCE_DEFAULTS, **SamplingRecord(**dict(sampling or {})).state_dict()}
 
 
 class Generator:
@@ -100,8 +97,10 @@ class Generator:
         network: the trained model (an :class:`~monai_lpuwf.networks.LPUWFModel` or another generation model with
             ``size_divisor``), moved to ``device`` and put in eval mode.
         device: where to sample; ``None``: CUDA when available, else the CPU.
-        recommended: the model's recommended sampling settings (:meth:`SamplingRecord.read`).
-        training_scale: the model file's training-scale record (warns about inputs far from the training frames).
+        recommended: the model's recommended sampling settings (:attr:`ModelFile.sampling
+            <monai_lpuwf.networks.ModelFile.sampling>`, a :class:`SamplingRecord`).
+        training_scale: the model file's training-scale record (:attr:`ModelFile.training_scale
+            <monai_lpuwf.networks.ModelFile.training_scale>`; warns about inputs far from the training frames).
         scale_tolerance: see :func:`~monai_lpuwf.transforms.uwf_inference_transforms`.
         sharpen: unsharp-mask the SLO (use the training run's setting).
         sharpen_kwargs: :class:`~monai_lpuwf.transforms.UnsharpMaskd` arguments.
@@ -181,7 +180,7 @@ class Generator:
     @classmethod
     def from_file(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike | ModelFile,
         device: str | torch.device | None = None,
         preset: str | None = None,
         network_overrides: Mapping[str, Any] | None = None,
@@ -189,20 +188,31 @@ class Generator:
     ) -> Generator:
         """A generator for a bundle model file (``models/model.pt``), at the file's recommended settings.
 
-        The model is loaded by :func:`~monai_lpuwf.generation.load_generation_model` (which also checks the file);
-        the file's :class:`SamplingRecord` and training-scale record are read beside it.
+        The file is read once by :meth:`ModelFile.load <monai_lpuwf.networks.ModelFile.load>` (or given already
+        read), checked and built by :func:`~monai_lpuwf.generation.model.generation_network`; its
+        :class:`SamplingRecord` and training-scale record come from the same :class:`~monai_lpuwf.networks.ModelFile`.
 
         Args:
-            path: the model file.
-            device: see :class:`Generator`.
+            path: the model file, or its :class:`~monai_lpuwf.networks.ModelFile` (the bundle's ``model_file``,
+                which the evaluation reads the constant baseline from too).
+            device: see :class:`Generator`; a CUDA device on a machine without CUDA is refused first
+                (:func:`~monai_lpuwf.networks.check_device`).
             preset, network_overrides: for a bare state dict, see
-                :func:`~monai_lpuwf.generation.load_generation_model`.
+                :func:`~monai_lpuwf.generation.model.generation_network`.
             kwargs: the other arguments of :class:`Generator` (settings given here override the file's).
+
+        Raises:
+            FileNotFoundError, ModelFileError, InferenceInputError: see :meth:`~monai_lpuwf.networks.ModelFile.load`
+                and :func:`~monai_lpuwf.generation.model.generation_network`.
         """
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        network = load_generation_model(path, preset=preset, network_overrides=network_overrides, map_location=device)
-        kwargs.setdefault("training_scale", TrainingScaleRecord.read(path))
-        return cls(network, device=device, recommended=SamplingRecord.read(path), **kwargs)
+        device = check_device(device or None) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(path, ModelFile):
+            model_file = path
+        else:
+            model_file = ModelFile.load(path, map_location=device, purpose="generation")
+        network = generation_network(model_file, preset=preset, network_overrides=network_overrides)
+        kwargs.setdefault("training_scale", model_file.training_scale)
+        return cls(network, device=device, recommended=model_file.sampling, **kwargs)
 
     def with_settings(self, **overrides: Any) -> Generator:
         """This generator (same network, same transforms) with other sampling settings (``None`` keeps one)."""

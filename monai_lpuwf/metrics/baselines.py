@@ -12,7 +12,6 @@ field of view), so a model's score means something only beside these:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,7 +79,9 @@ class TrainingIntensityRecord:
 
     Listed in a training config's checkpoint dictionary (``{"model": ..., "config": ..., "data_stats": record}``),
     it is computed with :func:`training_mean_intensity` the first time a checkpoint is written (whole frames, as
-    the evaluation loads them) and kept; ``load_state_dict`` (a resumed run) takes the saved value instead.
+    the evaluation loads them) and kept; ``load_state_dict`` (a resumed run) takes the saved value instead. The
+    evaluation reads it back from the model file's :class:`~monai_lpuwf.networks.ModelFile`
+    (:meth:`~monai_lpuwf.networks.ModelFile.training_mean`).
 
     Args:
         items: the training datalist (dicts with a ``key`` path).
@@ -107,14 +108,6 @@ class TrainingIntensityRecord:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._state = dict(state)
-
-    @staticmethod
-    def read(path: str | os.PathLike, key: str = "late") -> float | None:
-        """The mean stored in a model file, or ``None`` (no ``"data_stats"`` entry: a file from an older run)."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        stats = checkpoint.get(DATA_STATS_KEY) if isinstance(checkpoint, Mapping) else None
-        value = stats.get(f"{key}_mean") if isinstance(stats, Mapping) else None
-        return None if value is None else float(value)
 
 
 def constant_prediction(like: torch.Tensor, value: float) -> torch.Tensor:

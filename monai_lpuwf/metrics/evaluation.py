@@ -38,7 +38,6 @@ from monai.utils import str2bool
 from monai_lpuwf.data import datalist_from_file, datalist_from_folder
 from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss, perceptual_network_name
 from monai_lpuwf.metrics.baselines import (
-    TrainingIntensityRecord,
     constant_prediction,
     score_with_baselines,
     training_mean_intensity,
@@ -50,6 +49,7 @@ from monai_lpuwf.metrics.inception_score import inception_score
 from monai_lpuwf.metrics.report import EvaluationReport
 from monai_lpuwf.metrics.sensitivity import input_sensitivity, pairwise_correlation
 from monai_lpuwf.metrics.spectrum import log_spectral_distance, plot_power_spectra, radial_power_spectrum
+from monai_lpuwf.networks import ModelFile
 from monai_lpuwf.transforms.uwf_registration import RegisterUWF
 from monai_lpuwf.transforms.vessels import registration_mask, vessel_correlation, vessel_grey
 
@@ -120,7 +120,7 @@ def optional_lpips(
 def constant_baseline(
     train_dir: str | os.PathLike | None = None,
     train_datalist: str | os.PathLike | None = None,
-    model_path: str | os.PathLike | None = None,
+    model_file: ModelFile | str | os.PathLike | None = None,
     split_training: Sequence[Mapping[str, Any]] = (),
     load_kwargs: Mapping[str, Any] | None = None,
     key: str = "late",
@@ -128,9 +128,19 @@ def constant_baseline(
     """The constant predictor's intensity (the training set's mean late phase) and where it comes from.
 
     In order: the late phases of ``train_dir`` / ``train_datalist`` (``--train_dir`` / ``--train_datalist``); the
-    value training stored in the model file (:class:`~monai_lpuwf.metrics.baselines.TrainingIntensityRecord`);
-    the training split of the evaluated source when a split was asked for (``split_training``). With none of
-    these the constant predictor is left out, with a warning saying how to get it.
+    value training stored in the model file (:class:`~monai_lpuwf.metrics.baselines.TrainingIntensityRecord`,
+    :meth:`ModelFile.training_mean <monai_lpuwf.networks.ModelFile.training_mean>`); the training split of the
+    evaluated source when a split was asked for (``split_training``). With none of these the constant predictor is
+    left out, with a warning saying how to get it.
+
+    Args:
+        train_dir: ``--train_dir``: a folder of training triplets.
+        train_datalist: ``--train_datalist``: a datalist file (its ``training`` section).
+        model_file: the evaluated :class:`~monai_lpuwf.networks.ModelFile` (the bundle's ``model_file``, read once
+            for the whole run), or its path (read where it exists).
+        split_training: the training items of a split of the evaluated source.
+        load_kwargs: :class:`~monai_lpuwf.transforms.LoadUWFImage` arguments.
+        key: the image key whose mean is the constant (``"late"``).
 
     Returns:
         ``{"value": float | None, "source": str}`` (both recorded in ``summary.json``).
@@ -149,10 +159,11 @@ def constant_baseline(
             source = f"train_datalist '{train_datalist}'"
         value = training_mean_intensity(items, key, load_kwargs)
         return {"value": value, "source": f"mean {key} intensity of the {len(items)} image(s) of {source}"}
-    if model_path and os.path.isfile(model_path):
-        value = TrainingIntensityRecord.read(model_path, key)
-        if value is not None:
-            return {"value": value, "source": f"training-set mean {key} intensity stored in '{model_path}'"}
+    if model_file is not None and not isinstance(model_file, ModelFile):
+        model_file = ModelFile.load(model_file) if os.path.isfile(model_file) else None
+    value = model_file.training_mean(key) if model_file is not None else None
+    if value is not None:
+        return {"value": value, "source": f"training-set mean {key} intensity stored in {model_file.name}"}
     if split_training:
         value = training_mean_intensity(split_training, key, load_kwargs)
         return {"value": value, "source": f"mean {key} intensity of the {len(split_training)} training-split image(s)"}

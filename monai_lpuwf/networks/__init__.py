@@ -1,12 +1,24 @@
 """LPUWF-LDM networks on MONAI core classes: gated SLO encoder, conditional AutoencoderKL, the full model,
-presets, the supervised prior and its residual diffusion, monai-generative checkpoint compatibility and accelerator
-compute options."""
+presets, the supervised prior and its residual diffusion, the trained model file (:class:`ModelFile`),
+monai-generative checkpoint compatibility and accelerator compute options."""
 
 from .autoencoder import ConditionalAutoencoderKL
 from .compat import convert_monai_generative_state_dict, load_monai_generative_state_dict
 from .condition_encoder import GatedConditionEncoder
 from .device_options import AutocastGroupNorm, optimize_for_device
 from .model import LPUWFModel, check_image_size
+from .model_file import (
+    DENOISER_STAGES,
+    MODEL_FILE_KEYS,
+    STAGE_FILES,
+    ModelFile,
+    ModelFileError,
+    StageRecord,
+    check_config,
+    check_device,
+    plain_config,
+    read_checkpoint,
+)
 from .presets import (
     PRESETS,
     PRIOR_PRESETS,
@@ -23,6 +35,16 @@ __all__ = [
     "ConditionalAutoencoderKL",
     "LPUWFModel",
     "check_image_size",
+    "DENOISER_STAGES",
+    "MODEL_FILE_KEYS",
+    "STAGE_FILES",
+    "ModelFile",
+    "ModelFileError",
+    "StageRecord",
+    "check_config",
+    "check_device",
+    "plain_config",
+    "read_checkpoint",
     "PRESETS",
     "PRIOR_PRESETS",
     "RESIDUAL_PRESETS",

@@ -235,9 +235,9 @@ def uwf_inference_transforms(
         sharpen_kwargs: for :class:`UnsharpMaskd`.
         load_kwargs: for :class:`LoadUWFImaged`.
         allow_missing_keys: skip listed keys absent from an item (e.g. items without ``late``).
-        training_scale: the model file's training-scale record
-            (:meth:`~monai_lpuwf.transforms.scale.TrainingScaleRecord.read`); when given, an SLO whose size or
-            colour is far from the training frames' is reported with a warning (:class:`CheckTrainingScaled`).
+        training_scale: the model file's training-scale record (:attr:`ModelFile.training_scale
+            <monai_lpuwf.networks.ModelFile.training_scale>`); when given, an SLO whose size or colour is far from
+            the training frames' is reported with a warning (:class:`CheckTrainingScaled`).
         scale_tolerance: largest accepted ratio between an input's size and the training frames' size.
 
     Returns:

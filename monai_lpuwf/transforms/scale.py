@@ -13,7 +13,6 @@ model trained on 64 x 64 phantoms applied to a 640 x 512 photograph) or whose co
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -106,7 +105,8 @@ class TrainingScaleRecord:
 
     Listed in a training config's model dictionary (``{"model": ..., "config": ..., "training_scale": record}``),
     it is computed with :func:`training_scale` the first time a checkpoint is written and kept;
-    ``load_state_dict`` takes a saved value instead. Generation reads it back with :meth:`read`.
+    ``load_state_dict`` takes a saved value instead. Generation reads it back from the model file's
+    :class:`~monai_lpuwf.networks.ModelFile` (:attr:`~monai_lpuwf.networks.ModelFile.training_scale`).
 
     Args:
         items: the training datalist.
@@ -139,18 +139,6 @@ class TrainingScaleRecord:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._state = dict(state)
 
-    @staticmethod
-    def read(path: str | os.PathLike) -> dict[str, Any] | None:
-        """The record stored in a model file, or ``None`` (no file, or a file from a run without the record)."""
-        if not os.path.isfile(path):
-            return None
-        try:  # memory-mapped: the weights are not read (generation loads them once, elsewhere)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        record = checkpoint.get(TRAINING_SCALE_KEY) if isinstance(checkpoint, Mapping) else None
-        return dict(record) if isinstance(record, Mapping) else None
-
 
 class CheckTrainingScaled(MapTransform):
     """Warn when a generation input is far, in scale or colour, from the frames the model was trained on.
@@ -163,7 +151,8 @@ class CheckTrainingScaled(MapTransform):
 
     Args:
         keys: the SLO key.
-        record: :func:`training_scale`'s dictionary (:meth:`TrainingScaleRecord.read` of the model file);
+        record: :func:`training_scale`'s dictionary (the model file's
+            :attr:`ModelFile.training_scale <monai_lpuwf.networks.ModelFile.training_scale>`);
             ``None`` checks nothing.
         tolerance: largest accepted size ratio (default 1.5).
         colour_tolerance: smallest accepted difference of a channel's mean, in ``[-1, 1]`` units.

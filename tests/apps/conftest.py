@@ -39,11 +39,11 @@ def library_generation(model_file: Path, slo_file: Path, **sampler) -> dict[str,
     from monai.data import MetaTensor
     from monai.transforms import Invertd
 
-    from monai_lpuwf.engines import load_model
     from monai_lpuwf.inferers import LPUWFSampler
+    from monai_lpuwf.networks import ModelFile
     from monai_lpuwf.transforms import uwf_inference_transforms
 
-    model = load_model(model_file).eval()
+    model = ModelFile.load(model_file).build().eval()
     pre = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)
     item = pre({"slo": str(slo_file)})
     out = LPUWFSampler(**sampler)(item["slo"][None], model)

@@ -221,13 +221,20 @@ def test_a_split_when_asked_with_the_constant_from_the_other_split(bundle, tmp_p
     assert summary["settings"]["split"] == "validation"
 
 
-def test_the_constant_comes_from_the_model_file_and_else_is_left_out(bundle, tmp_path, checkpoint, dataset, capsys):
+def test_the_constant_comes_from_the_model_file_and_else_is_left_out(
+    bundle, tmp_path, checkpoint, dataset, capsys, monkeypatch
+):
     """Training stores the training mean in model.pt ("data_stats"); a model file without it and no --train_dir:
-    no constant predictor, and the report and the log say why."""
+    no constant predictor, and the report and the log say why. The run reads the model file once (the bundle's
+    ``model_file``: weights, sampling recommendation, training scale and the constant)."""
     stored = tmp_path / "model_with_stats.pt"
     state = torch.load(checkpoint, weights_only=True)
     torch.save({**state, "data_stats": {"late_mean": -0.25, "num_images": 7}}, stored)
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or load(f, *a, **k))
     report = run_evaluation(bundle, tmp_path, stored, dataset / "val", fid=False)
+    monkeypatch.undo()
+    assert reads.count(str(stored)) == 1, reads
     summary = _summary(report)
     assert summary["constant_value"] == -0.25 and str(stored) in summary["constant_source"]
     assert {i for i, _ in read_rows(report)} == {"1", "2"}

@@ -15,10 +15,15 @@ import torch
 
 from monai_lpuwf.engines import ModelFileError, StageRecord
 from monai_lpuwf.errors import UserInputError
-from monai_lpuwf.generation import load_generation_model
+from monai_lpuwf.generation import Generator
 from monai_lpuwf.networks.tiny import build_tiny_model
 
 STAGE_NUMBERS = {"autoencoder": 1, "condition_encoder": 2, "diffusion": 3}
+
+
+def load_generation_model(path, map_location="cpu", **kwargs):
+    """The network generation builds from a model file (read by ``ModelFile.load`` in ``Generator.from_file``)."""
+    return Generator.from_file(path, device=map_location, **kwargs).network
 
 
 @pytest.mark.parametrize("stage", list(STAGE_NUMBERS))

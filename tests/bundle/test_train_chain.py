@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_lpuwf.data import datalist_from_folder
-from monai_lpuwf.engines import load_model
 from monai_lpuwf.inferers import LPUWFInferer
-from monai_lpuwf.networks import PRESETS, build_model
+from monai_lpuwf.networks import PRESETS, ModelFile, build_model
 from monai_lpuwf.transforms import uwf_train_transforms
 
 STAGES = ("autoencoder", "condition_encoder", "diffusion", "late")
@@ -87,9 +86,7 @@ def test_model_files_store_the_training_mean_late_intensity(trained_bundle):
     assert stats["late_mean"] == pytest.approx(float(expected), rel=1e-6) and stats["late_mean"] != pytest.approx(
         float(other), rel=1e-6
     )
-    from monai_lpuwf.metrics.baselines import TrainingIntensityRecord
-
-    assert TrainingIntensityRecord.read(trained_bundle / "models" / "model.pt") == stats["late_mean"]
+    assert ModelFile.load(trained_bundle / "models" / "model.pt").training_mean() == stats["late_mean"]
 
 
 def test_each_stage_trains_only_its_modules(trained_bundle):
@@ -111,7 +108,7 @@ def test_scale_factor_is_computed_once_in_stage_3_and_carried_to_inference(train
     final = _weights(trained_bundle, "late")
     assert float(final["model"]["scale_factor"]) == stage3 and final["config"]["scale_factor"] == stage3
     # oracle: 1 / std of the stage-2 autoencoder's sampled latents of the (here un-augmented) training early phase
-    model = load_model(trained_bundle / "models" / WEIGHTS["condition_encoder"]).eval()
+    model = ModelFile.load(trained_bundle / "models" / WEIGHTS["condition_encoder"]).build().eval()
     torch.manual_seed(0)
     with torch.no_grad():
         z = model.autoencoder.encode_stage_2_inputs(_training_batch(trained_bundle)["early"])
@@ -120,7 +117,7 @@ def test_scale_factor_is_computed_once_in_stage_3_and_carried_to_inference(train
 
 def test_model_pt_holds_everything_inference_needs(trained_bundle, bundle):
     path = trained_bundle / "models" / "model.pt"
-    model = load_model(path).eval()
+    model = ModelFile.load(path).build().eval()
     saved = _weights(trained_bundle, "late")
     reference = build_model("small", **bundle.TINY_NETWORK)
     assert type(model) is type(reference)
@@ -136,7 +133,7 @@ def test_model_pt_holds_everything_inference_needs(trained_bundle, bundle):
 
 def _reconstruction_loss(path: Path, batch: dict[str, torch.Tensor]) -> float:
     """Stage-2 objective on a fixed probe: MSE of the SLO-conditioned reconstruction from the latent means."""
-    model = load_model(path).eval()
+    model = ModelFile.load(path).build().eval()
     with torch.no_grad():
         losses = []
         for key in ("early", "late"):
@@ -148,7 +145,7 @@ def _reconstruction_loss(path: Path, batch: dict[str, torch.Tensor]) -> float:
 def _diffusion_loss(path: Path, batch: dict[str, torch.Tensor], key: str, scale: float) -> float:
     """The model's own objective (noise, velocity or clean latents, after its schedule's ``prediction_type``) as an
     MSE on a fixed probe: the FA latents noised with fixed noise at t = 50, 150, ..., 950."""
-    model = load_model(path).eval()
+    model = ModelFile.load(path).build().eval()
     model.scale_factor.fill_(scale)  # the same latents before and after stage 3 (which computes the scale)
     scheduler = DDPMScheduler(**model.schedule)
     generator = torch.Generator().manual_seed(0)

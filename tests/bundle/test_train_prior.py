@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_lpuwf.engines import load_model
-from monai_lpuwf.networks import ResidualDiffusionModel, SupervisedPrior
+from monai_lpuwf.networks import ModelFile, ResidualDiffusionModel, SupervisedPrior
 
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file")
 TINY_PRIOR = {"features": [4, 4, 8, 8, 8, 4]}
@@ -31,13 +30,13 @@ def test_prior_then_residual_then_generation(tmp_path, bundle):
     _train(root, ["train_prior.json"], prior_overrides=TINY_PRIOR, prior_band_weight=0.5)  # the band term runs
     prior_file = bundle.load_checkpoint(root / "models" / "model_prior.pt")
     assert prior_file["config"]["model_class"] == "prior" and "data_stats" in prior_file
-    prior = load_model(root / "models" / "model_prior.pt")
+    prior = ModelFile.load(root / "models" / "model_prior.pt").build()
     assert isinstance(prior, SupervisedPrior)
 
     residual_overrides = {"prior": TINY_PRIOR, "denoiser": {"channels": [8, 8], "attention_levels": [False, False],
                                                             "norm_num_groups": 4}}  # fmt: skip
     _train(root, ["train_residual.json"], residual_overrides=residual_overrides, val_inference_steps=2)
-    model = load_model(root / "models" / "model_residual.pt")
+    model = ModelFile.load(root / "models" / "model_residual.pt").build()
     assert isinstance(model, ResidualDiffusionModel)
     # the prior came through the residual stage unchanged (only the denoiser trains), and the scale was set
     for key, value in prior.state_dict().items():

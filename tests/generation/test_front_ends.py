@@ -182,11 +182,11 @@ def strengths(monkeypatch) -> list[float]:
 
 def _direct(model_file: Path, slo_file: Path, conditioning_scale: float) -> torch.Tensor:
     """The library's sampler called directly on the padded SLO, cropped back: (1, 70, 90) in [-1, 1]."""
-    from monai_lpuwf.engines import load_model
     from monai_lpuwf.inferers import LPUWFSampler
+    from monai_lpuwf.networks import ModelFile
     from monai_lpuwf.transforms import uwf_inference_transforms
 
-    model = load_model(model_file).eval()
+    model = ModelFile.load(model_file).build().eval()
     slo = uwf_inference_transforms(divisor=model.size_divisor, sharpen=True)({"slo": str(slo_file)})["slo"]
     sampler = LPUWFSampler("ddim", num_inference_steps=STEPS, seed=SEED, conditioning_scale=conditioning_scale)
     with torch.no_grad():

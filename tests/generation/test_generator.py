@@ -12,6 +12,7 @@ import torch
 from monai_lpuwf.data import generate_phantoms
 from monai_lpuwf.generation import Generator, SamplingRecord, recommended_sampling
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFInferer, LPUWFSampler
+from monai_lpuwf.networks import ModelFile
 from monai_lpuwf.transforms import uwf_inference_transforms
 
 APPS_DIR = Path(__file__).resolve().parents[2] / "apps"
@@ -59,10 +60,13 @@ def test_settings_defaults_then_the_file_then_the_arguments(files):
 
 
 def test_records_and_inferer_arguments_are_checked(files):
-    plain, _, _ = files
+    plain, recommending, _ = files
+    record = SamplingRecord(conditioning_scale=2.0, num_inference_steps=3)
     with pytest.raises(ValueError, match="strength"):
         SamplingRecord(strength=2.0)
-    assert SamplingRecord.read(plain) == {} and SamplingRecord.read(plain.parent / "missing.pt") == {}
+    assert ModelFile.load(plain).sampling is None and ModelFile.load(recommending).sampling == record.state_dict()
+    assert recommended_sampling(plain.parent / "missing.pt") == dict(INFERENCE_DEFAULTS)
+    assert recommended_sampling(ModelFile.load(recommending)) == recommended_sampling(recommending)
     inferer = LPUWFInferer(num_inference_steps=4, conditioning_scale=2.0)
     generator = Generator.from_file(plain, device="cpu", inferer=inferer)
     assert generator.inferer is inferer and generator.settings["conditioning_scale"] == 2.0

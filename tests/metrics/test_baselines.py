@@ -34,11 +34,12 @@ def test_mean_intensity_is_pixel_weighted_and_masked():
 
 def test_training_intensity_record_computes_once_and_restores(tmp_path):
     """The model file's "data_stats": the mean of the training late phases in [-1, 1], computed on the first
-    save only, restored (not recomputed) from a checkpoint, read back by TrainingIntensityRecord.read."""
+    save only, restored (not recomputed) from a checkpoint, read back by ModelFile.training_mean."""
     import numpy as np
     from PIL import Image
 
     from monai_lpuwf.metrics.baselines import TrainingIntensityRecord
+    from monai_lpuwf.networks import ModelFile
 
     items, total, count = [], 0.0, 0
     for i in range(3):
@@ -58,9 +59,9 @@ def test_training_intensity_record_computes_once_and_restores(tmp_path):
     restored.load_state_dict({"late_mean": 0.5, "num_images": 9})
     assert restored.state_dict()["late_mean"] == 0.5
     torch.save({"model": {}, "config": {}, "data_stats": state}, tmp_path / "model.pt")
-    assert TrainingIntensityRecord.read(tmp_path / "model.pt") == pytest.approx(expected, abs=1e-6)
+    assert ModelFile.load(tmp_path / "model.pt").training_mean() == pytest.approx(expected, abs=1e-6)
     torch.save({"model": {}, "config": {}}, tmp_path / "old.pt")
-    assert TrainingIntensityRecord.read(tmp_path / "old.pt") is None
+    assert ModelFile.load(tmp_path / "old.pt").training_mean() is None
 
 
 def test_constant_prediction():

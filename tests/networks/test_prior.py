@@ -11,11 +11,11 @@ from monai_lpuwf.engines import (
     ResidualDiffusionPrepareBatch,
     SupervisedTranslationTrainer,
     compute_residual_scale,
-    load_model,
     warmup_cosine,
 )
 from monai_lpuwf.inferers import LPUWFSampler
 from monai_lpuwf.networks import (
+    ModelFile,
     ResidualDiffusionModel,
     SupervisedPrior,
     build_prior,
@@ -48,7 +48,7 @@ def test_prior_rebuilds_from_its_config_and_keeps_the_size(tmp_path):
     assert prior(slo).shape == (2, 1, 32, 48)
     path = tmp_path / "model_prior.pt"
     torch.save({"model": prior.state_dict(), "config": prior.config}, path)
-    again = load_model(path)  # the bundle's loader picks the class from the config
+    again = ModelFile.load(path).build()  # the bundle's loader picks the class from the config
     assert isinstance(again, SupervisedPrior)
     torch.testing.assert_close(again.eval()(slo), prior(slo))
 

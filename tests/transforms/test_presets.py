@@ -12,6 +12,7 @@ from monai.transforms import Invertd
 from scipy import ndimage as ndi
 
 from monai_lpuwf.data import generate_phantoms, save_uwf_image
+from monai_lpuwf.networks import ModelFile
 from monai_lpuwf.transforms import (
     CheckTrainingScaled,
     CrossTemporalDifference,
@@ -276,10 +277,9 @@ def test_training_scale_record_and_the_generation_warning(tmp_path):
     state = record.state_dict()
     assert state["frame_size"] == [64.0, 64.0] and state["pixel_scale"] == [1.0, 1.0] and state["num_images"] == 3
     torch.save({"model": {}, "training_scale": state}, tmp_path / "model.pt")
-    assert TrainingScaleRecord.read(tmp_path / "model.pt") == state
+    assert ModelFile.load(tmp_path / "model.pt").training_scale == state
     torch.save({"model": {}}, tmp_path / "old.pt")
-    assert TrainingScaleRecord.read(tmp_path / "old.pt") is None
-    assert TrainingScaleRecord.read(tmp_path / "no.pt") is None
+    assert ModelFile.load(tmp_path / "old.pt").training_scale is None
     # resized training (crop_scale): the model saw the frames at ceil(1.125 * 32) = 36 pixels
     squashed = TrainingScaleRecord([{"slo": recs[0]["slo"]}], (32, 32), crop_scale=1.125).state_dict()
     assert squashed["pixel_scale"] == [36 / 64, 36 / 64]
