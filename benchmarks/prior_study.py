@@ -68,7 +68,7 @@ from monai_lpuwf.metrics.sensitivity import input_sensitivity
 from monai_lpuwf.networks import ModelFile, build_model, build_prior, build_residual_model
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the main job's schedule for the prior and the residual model (bundle/scripts/quickstart.sh)
+#: the main job's schedule for the prior and the residual model (bundle/configs/recipes/cpu.json)
 RECIPE = {
     "prior_iters": 800,
     "prior_batch": 8,

@@ -47,7 +47,7 @@ from monai_lpuwf.networks import ModelFile, build_model  # noqa: E402
 from monai_lpuwf.noise import LowFrequencyEnhancedNoise  # noqa: E402
 from monai_lpuwf.transforms import uwf_train_transforms  # noqa: E402
 
-# the bundle's quick-start schedule (bundle/scripts/quickstart.sh) and the small preset's prediction type
+# the bundle's quick-start schedule (bundle/configs/recipes/cpu.json) and the small preset's prediction type
 BASE = {
     "prediction_type": "sample",
     "iters3": 900,

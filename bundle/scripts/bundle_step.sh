@@ -1,6 +1,17 @@
 # Sourced by the bundle's scripts (quickstart.sh, real_cpu.sh): `step TITLE ARGS...` prints and times one
 # `$PYTHON -m monai.bundle run ARGS...` command; with DRY_RUN set (non-empty) it only prints the command.
 # The printed command can be pasted into a shell: arguments with spaces or quotes are printed in double quotes.
+# `configs FILE...` prints the --config_file list literal of the files, a bare file name taken from configs/:
+# `configs common.json configs/recipes/cpu.json` -> "['configs/common.json','configs/recipes/cpu.json']".
+configs() {
+    local out="" name
+    for name in "$@"; do
+        [[ "$name" == */* ]] || name="configs/$name"
+        out+="${out:+,}'$name'"
+    done
+    echo "[$out]"
+}
+
 shell_words() {
     local out=() a
     for a in "$@"; do

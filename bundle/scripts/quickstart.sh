@@ -10,7 +10,15 @@
 #   QUICKSTART_DRY_RUN=1 bash bundle/scripts/quickstart.sh     # print the commands only
 #
 # Each step is one plain `python -m monai.bundle run` command (the same commands as in bundle/docs/README.md),
-# printed before it runs. The generated images end up in <bundle_root>/work/output/*_late.png.
+# printed before it runs; run from bundle/, any of them can be pasted into a shell. The recipe (64 phantoms of
+# 64 x 64, per-stage epochs, learning rates and batch sizes, sampling and scoring settings) is the overlay
+# configs/recipes/cpu.json, last in every command's config list. The variables below change one setting each, as
+# a command-line override (it wins over the configs) passed only when set: QUICKSTART_SIZE (phantoms and training
+# size), QUICKSTART_EPOCHS_1 ... _4 / _PRIOR / _RESIDUAL, QUICKSTART_STEPS (sampling steps),
+# QUICKSTART_CONDITIONING_SCALE (control strength: sampled at, recorded in the model file by stage 4),
+# QUICKSTART_CONTROLNET_LR_MULT (the ControlNet's learning-rate multiplier, stages 3-4). PyTorch threads: the
+# project's default (monai_lpuwf.threads: half the CPUs, 1 on 2 cores); OMP_NUM_THREADS=N or --num_threads N.
+# The generated images end up in <bundle_root>/work/output/*_late.png.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,34 +26,14 @@ BUNDLE_ROOT="${BUNDLE_ROOT:-$BUNDLE_DIR}"
 mkdir -p "$BUNDLE_ROOT"
 BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
 PYTHON="${PYTHON:-python}"
-# PyTorch threads: the configs apply the project's default (monai_lpuwf.threads: half the CPUs, 1 on 2 cores);
-# OMP_NUM_THREADS=N or --num_threads N overrides it
-# demo data: 64 phantoms (48 train, 16 held out) generated at the training size, so that inference (which runs at
-# the native image size) sees the scale the model was trained on
-SIZE="${QUICKSTART_SIZE:-64}"
-DATA=(--num_phantoms 64 --phantom_size "[$SIZE,$SIZE]")
-COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
-TRAIN=("${COMMON[@]}" "${DATA[@]}" --preset small --image_size "[$SIZE,$SIZE]" --log_interval 50)
-# a short schedule per stage: autoencoder 360 iterations (batches of 2), SLO encoder 120, early-phase diffusion
-# 900 (batches of 4, higher learning rate with a warm-up), late-phase fine-tuning 300. The small preset's denoiser
-# predicts the clean latents (prediction_type "sample"), which is what makes it follow the SLO at this budget
-# (bundle/docs/README.md, "A recipe that learns on a CPU"). The ControlNet learns at 3 times the U-Net's rate
-# (--lr_multipliers): at this budget its outputs then differ between eyes as the real late phases do (same
-# section: x1 / x3 / x6 measured with two training seeds each)
-LR_MULT=(--lr_multipliers "{'controlnet': ${QUICKSTART_CONTROLNET_LR_MULT:-3.0}}")
-STAGE1=(--max_epochs "${QUICKSTART_EPOCHS_1:-15}" --val_interval 15 --lr 5e-4)
-STAGE2=(--max_epochs "${QUICKSTART_EPOCHS_2:-5}" --val_interval 5 --lr 5e-4 --adversarial_warmup_epochs 1)
-STAGE3=(--max_epochs "${QUICKSTART_EPOCHS_3:-75}" --val_interval 25 --lr 1e-3 --lr_warmup_iterations 50
-    --train_batch_size 4 "${LR_MULT[@]}")
-# the model file records the control strength it is sampled at (below), so MONAI Label and Deploy use it too
-STAGE4=(--max_epochs "${QUICKSTART_EPOCHS_4:-25}" --val_interval 25 --lr 5e-4 --train_batch_size 4 "${LR_MULT[@]}"
-    --sampling_recommendation "{'conditioning_scale': ${QUICKSTART_CONDITIONING_SCALE:-2.0}}")
-# ControlNet residuals x2 at sampling (the SLO's "control strength"): on the quick start's model, PSNR +1.5 dB and
-# same-input correlation across seeds 0.76 -> 0.98 (bundle/docs/README.md, "A recipe that learns on a CPU")
-INFER=("${COMMON[@]}" "${DATA[@]}" --num_inference_steps "${QUICKSTART_STEPS:-25}"
-    --conditioning_scale "${QUICKSTART_CONDITIONING_SCALE:-2.0}")
-# scoring: the held-out phantoms, every one regenerated with a second seed for the same-input correlation
-SCORE=("${INFER[@]}" --eval_split validation --fid False --seed_check_images 16)
+RECIPE=configs/recipes/cpu.json
+S="${QUICKSTART_SIZE:-}"
+COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT"
+    ${S:+--phantom_size "[$S,$S]"})
+TRAIN=("${COMMON[@]}" ${S:+--image_size "[$S,$S]"})
+LR_MULT=(${QUICKSTART_CONTROLNET_LR_MULT:+--lr_multipliers "{'controlnet': $QUICKSTART_CONTROLNET_LR_MULT}"})
+CS="${QUICKSTART_CONDITIONING_SCALE:-}"
+INFER=("${COMMON[@]}" ${QUICKSTART_STEPS:+--num_inference_steps "$QUICKSTART_STEPS"} ${CS:+--conditioning_scale "$CS"})
 
 cd "$BUNDLE_DIR"
 DRY_RUN="${QUICKSTART_DRY_RUN:-}"
@@ -55,25 +43,19 @@ source "$BUNDLE_DIR/scripts/bundle_step.sh"
 start_all=$SECONDS
 # QUICKSTART_METHOD=residual: the supervised prior (train_prior.json) and diffusion on its residual
 # (train_residual.json) instead of the four latent stages, then the same generation and scoring of
-# models/model_residual.pt (bundle/docs/README.md, "A supervised prior refined by diffusion"); opt-in until the
-# multi-seed study shows it wins at this budget
+# models/model_residual.pt (--method residual; bundle/docs/README.md, "A supervised prior refined by diffusion");
+# opt-in until the multi-seed study shows it wins at this budget
 if [[ "${QUICKSTART_METHOD:-latent}" == "residual" ]]; then
-    # the prior takes most of the budget (250 epochs of 6 batches of 8 = 1500 iterations: between 800 and 1500 it
-    # still gains 0.4 dB, bundle/docs/README.md), the residual 300 iterations of 4; 10 DDIM steps of the residual
-    # (the step sweep in bundle/docs/README.md); no ControlNet, so no control strength
-    MODEL=(--model_path "$BUNDLE_ROOT/models/model_residual.pt" --num_inference_steps "${QUICKSTART_STEPS:-10}")
-    INFER=("${COMMON[@]}" "${DATA[@]}")
-    SCORE=("${INFER[@]}" --eval_split validation --fid False --seed_check_images 16)
     step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
-        --config_file "['configs/common.json','configs/train_prior.json']" "${TRAIN[@]}" \
-        --max_epochs "${QUICKSTART_EPOCHS_PRIOR:-250}" --val_interval 250 "$@"
+        --config_file "$(configs common.json train_prior.json $RECIPE)" "${TRAIN[@]}" \
+        ${QUICKSTART_EPOCHS_PRIOR:+--max_epochs "$QUICKSTART_EPOCHS_PRIOR"} "$@"
     step "[2/4] diffusion on the prior's residual (pixel space)" training \
-        --config_file "['configs/common.json','configs/train_residual.json']" "${TRAIN[@]}" \
-        --max_epochs "${QUICKSTART_EPOCHS_RESIDUAL:-25}" --val_interval 25 "$@"
-    step "[3/4] generate late-phase FA for the held-out phantoms" --config_file configs/inference.json \
-        "${INFER[@]}" "${MODEL[@]}"
+        --config_file "$(configs common.json train_residual.json $RECIPE)" "${TRAIN[@]}" \
+        ${QUICKSTART_EPOCHS_RESIDUAL:+--max_epochs "$QUICKSTART_EPOCHS_RESIDUAL"} "$@"
+    step "[3/4] generate late-phase FA for the held-out phantoms" \
+        --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}" --method residual
     step "[4/4] score the held-out phantoms beside the constant-image and early-phase predictors" \
-        --config_file "['configs/inference.json','configs/evaluate.json']" "${SCORE[@]}" "${MODEL[@]}"
+        --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}" --method residual
     if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
     "$PYTHON" -m monai_lpuwf.metrics.acceptance "$BUNDLE_ROOT/eval/report/summary.json" || true
     echo "Outputs (total $((SECONDS - start_all)) s): $BUNDLE_ROOT/models/model_residual.pt (prior alone, fast mode:" \
@@ -81,18 +63,22 @@ if [[ "${QUICKSTART_METHOD:-latent}" == "residual" ]]; then
     exit 0
 fi
 step "[1/6] FA autoencoder (L1 + KL + adversarial)" training \
-    --config_file "['configs/common.json','configs/train_autoencoder.json']" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
+    --config_file "$(configs common.json train_autoencoder.json $RECIPE)" "${TRAIN[@]}" \
+    ${QUICKSTART_EPOCHS_1:+--max_epochs "$QUICKSTART_EPOCHS_1"} "$@"
 step "[2/6] gated SLO encoder (FA autoencoder frozen)" training \
-    --config_file "['configs/common.json','configs/train_autoencoder.json','configs/train_condition_encoder.json']" \
-    "${TRAIN[@]}" "${STAGE2[@]}" "$@"
+    --config_file "$(configs common.json train_autoencoder.json train_condition_encoder.json $RECIPE)" "${TRAIN[@]}" \
+    ${QUICKSTART_EPOCHS_2:+--max_epochs "$QUICKSTART_EPOCHS_2"} "$@"
 step "[3/6] early-phase latent diffusion (U-Net + ControlNet)" training \
-    --config_file "['configs/common.json','configs/train_diffusion.json']" "${TRAIN[@]}" "${STAGE3[@]}" "$@"
+    --config_file "$(configs common.json train_diffusion.json $RECIPE)" "${TRAIN[@]}" "${LR_MULT[@]}" \
+    ${QUICKSTART_EPOCHS_3:+--max_epochs "$QUICKSTART_EPOCHS_3"} "$@"
 step "[4/6] late-phase fine-tuning with the CTRD loss" training \
-    --config_file "['configs/common.json','configs/train_diffusion.json','configs/train_late.json']" \
-    "${TRAIN[@]}" "${STAGE4[@]}" "$@"
-step "[5/6] generate late-phase FA for the held-out phantoms" --config_file configs/inference.json "${INFER[@]}"
+    --config_file "$(configs common.json train_diffusion.json train_late.json $RECIPE)" "${TRAIN[@]}" "${LR_MULT[@]}" \
+    ${QUICKSTART_EPOCHS_4:+--max_epochs "$QUICKSTART_EPOCHS_4"} \
+    ${CS:+--sampling_recommendation "{'conditioning_scale': $CS}"} "$@"
+step "[5/6] generate late-phase FA for the held-out phantoms" \
+    --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}"
 step "[6/6] score the held-out phantoms beside the constant-image and early-phase predictors" \
-    --config_file "['configs/inference.json','configs/evaluate.json']" "${SCORE[@]}"
+    --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}"
 
 if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
 echo

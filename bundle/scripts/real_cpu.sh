@@ -12,7 +12,9 @@
 # Measured (2026-12-01, 2-core machine, one PyTorch thread at high priority beside other work): 2117 s in all -
 # stages 296 / 136 / 1182 / 382 s, generation + scoring of the 3 frames of 853 x 682 121 s. Scores and what they
 # mean: bundle/docs/README.md, "Real frames on the CPU". Training crops 128 x 128 at the native resolution (the
-# default crop_scale null), the scale generation runs at; every crop sees a part of the eye.
+# default crop_scale null), the scale generation runs at; every crop sees a part of the eye. Training pairs are
+# registered (the SLO and the late FA onto the early FA, RegisterUWF, cached in <bundle_root>/work/registration);
+# a pair it cannot align is left out with a named line (on the shared samples all 14 pairs register).
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,32 +30,27 @@ mkdir -p "$BUNDLE_ROOT"
 BUNDLE_ROOT="$(cd "$BUNDLE_ROOT" && pwd)"
 REAL_DATA="$(cd "$REAL_DATA" && pwd)"
 
+# The recipe (registered pairs, 128 x 128 crops, per-stage epochs, learning rates and batch sizes, sampling per
+# method) is the overlay configs/recipes/real.json, last in every command's config list; run from bundle/, each
+# printed command can be pasted into a shell. REAL_OVERLAY: an extra config for every training stage, just before
+# the recipe (e.g. configs/gpu.json: device cache, ThreadDataLoader, bf16, epochs of iterations_per_epoch draws).
+# As command-line overrides (they win over the configs), passed only when set: REAL_EPOCHS_1 ... _4,
+# REAL_EPOCHS_PRIOR, REAL_EPOCHS_RESIDUAL (the stage's epochs, validated once at the end), REAL_BATCH (stages 3-4,
+# prior, residual), REAL_CPU_CONTROLNET_LR_MULT (the ControlNet's learning-rate multiplier, stages 3-4; the recipe
+# has one rate: x6 collapsed on the real frames, bundle/docs/README.md "Real frames on the CPU"; 3 is the quick
+# start's)
+OVERLAYS=(${REAL_OVERLAY:+"$REAL_OVERLAY"} configs/recipes/real.json)
 COMMON=(--meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$BUNDLE_ROOT")
-# registered pairs: the SLO and the late FA onto the early FA (RegisterUWF, cached in <bundle_root>/work/registration);
-# pairs it cannot align are left out with a named line (on the shared samples all 14 pairs register)
-TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA" --register "['late','slo']" --preset small --image_size "[128,128]"
-    --log_interval 50)
-# REAL_OVERLAY: an extra config for every training stage (e.g. configs/gpu.json: device cache, ThreadDataLoader,
-# bf16, epochs of iterations_per_epoch draws); REAL_EPOCHS_1..4 / REAL_EPOCHS_PRIOR / REAL_EPOCHS_RESIDUAL and
-# REAL_BATCH (stages 3-4, prior, residual) override the schedule (defaults: the CPU schedule below)
-OVERLAY=""
-if [[ -n "${REAL_OVERLAY:-}" ]]; then OVERLAY=",'$REAL_OVERLAY'"; fi
-BATCH=(--train_batch_size "${REAL_BATCH:-4}")
-STAGE1=(--max_epochs "${REAL_EPOCHS_1:-300}" --val_interval "${REAL_EPOCHS_1:-300}" --lr 5e-4)
-STAGE2=(--max_epochs "${REAL_EPOCHS_2:-150}" --val_interval "${REAL_EPOCHS_2:-150}" --lr 5e-4 --adversarial_warmup_epochs 10)
-# one learning rate: the ControlNet at x6 collapsed on the real frames (every eye the same picture,
-# bundle/docs/README.md "Real frames on the CPU"); REAL_CPU_CONTROLNET_LR_MULT=3 tries the quick start's multiplier
-LR_MULT=()
-if [[ -n "${REAL_CPU_CONTROLNET_LR_MULT:-}" ]]; then
-    LR_MULT=(--lr_multipliers "{'controlnet': $REAL_CPU_CONTROLNET_LR_MULT}")
-fi
-STAGE3=(--max_epochs "${REAL_EPOCHS_3:-2000}" --val_interval "${REAL_EPOCHS_3:-2000}" --lr 1e-3 --lr_warmup_iterations 50
-    "${BATCH[@]}" "${LR_MULT[@]}")
-STAGE4=(--max_epochs "${REAL_EPOCHS_4:-600}" --val_interval "${REAL_EPOCHS_4:-600}" --lr 5e-4 "${BATCH[@]}" "${LR_MULT[@]}")
-PRIOR=(--max_epochs "${REAL_EPOCHS_PRIOR:-800}" --val_interval "${REAL_EPOCHS_PRIOR:-800}" --train_batch_size "${REAL_BATCH:-8}")
-RESIDUAL=(--max_epochs "${REAL_EPOCHS_RESIDUAL:-600}" --val_interval "${REAL_EPOCHS_RESIDUAL:-600}" "${BATCH[@]}")
-EVAL=("${COMMON[@]}" --dataset_dir "$REAL_DATA/val" --train_dir "$REAL_DATA/train" --fid False
-    --num_inference_steps 25)
+TRAIN=("${COMMON[@]}" --dataset_dir "$REAL_DATA")
+EVAL=("${COMMON[@]}" --dataset_dir "$REAL_DATA/val" --train_dir "$REAL_DATA/train")
+BATCH=(${REAL_BATCH:+--train_batch_size "$REAL_BATCH"})
+LR_MULT=(${REAL_CPU_CONTROLNET_LR_MULT:+--lr_multipliers "{'controlnet': $REAL_CPU_CONTROLNET_LR_MULT}"})
+E1=(${REAL_EPOCHS_1:+--max_epochs "$REAL_EPOCHS_1" --val_interval "$REAL_EPOCHS_1"})
+E2=(${REAL_EPOCHS_2:+--max_epochs "$REAL_EPOCHS_2" --val_interval "$REAL_EPOCHS_2"})
+E3=(${REAL_EPOCHS_3:+--max_epochs "$REAL_EPOCHS_3" --val_interval "$REAL_EPOCHS_3"})
+E4=(${REAL_EPOCHS_4:+--max_epochs "$REAL_EPOCHS_4" --val_interval "$REAL_EPOCHS_4"})
+EP=(${REAL_EPOCHS_PRIOR:+--max_epochs "$REAL_EPOCHS_PRIOR" --val_interval "$REAL_EPOCHS_PRIOR"})
+ER=(${REAL_EPOCHS_RESIDUAL:+--max_epochs "$REAL_EPOCHS_RESIDUAL" --val_interval "$REAL_EPOCHS_RESIDUAL"})
 
 cd "$BUNDLE_DIR"
 DRY_RUN="${REAL_CPU_DRY_RUN:-}"
@@ -62,31 +59,33 @@ source "$BUNDLE_DIR/scripts/bundle_step.sh"
 
 start_all=$SECONDS
 # REAL_METHOD=residual: the supervised prior and diffusion on its residual (pixel space, no autoencoder stages)
-# instead of the four latent stages; the prior alone is scored too (models/model_prior.pt, fast mode)
+# instead of the four latent stages; the prior alone is scored too (--method prior: models/model_prior.pt, fast
+# mode, into eval/report_prior)
 if [[ "${REAL_METHOD:-latent}" == "residual" ]]; then
     step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
-        --config_file "['configs/common.json','configs/train_prior.json'$OVERLAY]" "${TRAIN[@]}" "${PRIOR[@]}" "$@"
+        --config_file "$(configs common.json train_prior.json "${OVERLAYS[@]}")" "${TRAIN[@]}" "${EP[@]}" "${BATCH[@]}" "$@"
     step "[2/4] diffusion on the prior's residual (pixel space)" training \
-        --config_file "['configs/common.json','configs/train_residual.json'$OVERLAY]" "${TRAIN[@]}" "${RESIDUAL[@]}" "$@"
+        --config_file "$(configs common.json train_residual.json "${OVERLAYS[@]}")" "${TRAIN[@]}" "${ER[@]}" \
+        "${BATCH[@]}" "$@"
     step "[3/4] score the prior alone (one forward pass) on the validation frames" \
-        --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}" \
-        --model_path "$BUNDLE_ROOT/models/model_prior.pt" --eval_dir "$BUNDLE_ROOT/eval/report_prior"
+        --config_file "$(configs inference.json evaluate.json configs/recipes/real.json)" "${EVAL[@]}" --method prior \
+        --eval_dir "$BUNDLE_ROOT/eval/report_prior"
     step "[4/4] generate the validation frames at native size and score them" \
-        --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}" \
-        --model_path "$BUNDLE_ROOT/models/model_residual.pt" --num_inference_steps 10
+        --config_file "$(configs inference.json evaluate.json configs/recipes/real.json)" "${EVAL[@]}" --method residual
 else
     step "[1/5] FA autoencoder" training \
-        --config_file "['configs/common.json','configs/train_autoencoder.json'$OVERLAY]" "${TRAIN[@]}" "${STAGE1[@]}" "$@"
+        --config_file "$(configs common.json train_autoencoder.json "${OVERLAYS[@]}")" "${TRAIN[@]}" "${E1[@]}" "$@"
     step "[2/5] gated SLO encoder" training \
-        --config_file "['configs/common.json','configs/train_autoencoder.json','configs/train_condition_encoder.json'$OVERLAY]" \
-        "${TRAIN[@]}" "${STAGE2[@]}" "$@"
+        --config_file "$(configs common.json train_autoencoder.json train_condition_encoder.json "${OVERLAYS[@]}")" \
+        "${TRAIN[@]}" "${E2[@]}" "$@"
     step "[3/5] early-phase latent diffusion" training \
-        --config_file "['configs/common.json','configs/train_diffusion.json'$OVERLAY]" "${TRAIN[@]}" "${STAGE3[@]}" "$@"
+        --config_file "$(configs common.json train_diffusion.json "${OVERLAYS[@]}")" "${TRAIN[@]}" "${E3[@]}" \
+        "${BATCH[@]}" "${LR_MULT[@]}" "$@"
     step "[4/5] late-phase fine-tuning (CTRD loss)" training \
-        --config_file "['configs/common.json','configs/train_diffusion.json','configs/train_late.json'$OVERLAY]" \
-        "${TRAIN[@]}" "${STAGE4[@]}" "$@"
+        --config_file "$(configs common.json train_diffusion.json train_late.json "${OVERLAYS[@]}")" "${TRAIN[@]}" \
+        "${E4[@]}" "${BATCH[@]}" "${LR_MULT[@]}" "$@"
     step "[5/5] generate the validation frames at native size and score them" \
-        --config_file "['configs/inference.json','configs/evaluate.json']" "${EVAL[@]}"
+        --config_file "$(configs inference.json evaluate.json configs/recipes/real.json)" "${EVAL[@]}"
 fi
 
 if [[ -n "${REAL_CPU_DRY_RUN:-}" ]]; then exit 0; fi

@@ -4,7 +4,7 @@ stage 3, and the residual scale of the residual method (1 / std of ``late - prio
 The latent scale factor is computed once from data (1 / std of the unscaled latents) at the start of stage 3.
 
 ``num_batches=0`` (config key ``scale_factor_batches``) keeps the preset's value instead, as the authors do
-(0.18215 of Stable Diffusion, ``config/diffusion/config_zheer_controlnet.py``; ``bundle/configs/paper.json``).
+(0.18215 of Stable Diffusion, ``config/diffusion/config_zheer_controlnet.py``; ``bundle/configs/recipes/paper.json``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ScaleFactorHandler:
     stage 4 and inference use the value stored in the checkpoint.
 
     ``num_batches=0`` computes nothing: the model keeps the preset's ``scale_factor`` (the paper's fixed 0.18215;
-    later stages then need ``require_scale_factor=False``, as ``bundle/configs/paper.json`` sets).
+    later stages then need ``require_scale_factor=False``, as ``bundle/configs/recipes/paper.json`` sets).
 
     Args:
         model: the :class:`~monai_lpuwf.networks.LPUWFModel` (it has a ``scale_factor`` buffer and ``.autoencoder``).

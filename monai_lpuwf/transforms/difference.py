@@ -5,7 +5,7 @@ normalised. The authors' code uses the raw absolute difference (range ``[0, 2]``
 exposure of each pair, so the default here divides it by a robust per-image maximum (the ``percentile``-th
 percentile inside the field of view) and clips to ``[0, 1]``: the strongest ~1 % of changes (leaking lesions)
 weigh 1 in every pair, unchanged retina ~0, and the map is zero outside the field of view. The authors' map is
-``CrossTemporalDifference(normalize="none", restrict_to_fov=False)`` (``bundle/configs/paper.json``);
+``CrossTemporalDifference(normalize="none", restrict_to_fov=False)`` (``bundle/configs/recipes/paper.json``);
 ``"max"`` divides by the maximum.
 """
 

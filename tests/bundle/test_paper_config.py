@@ -1,4 +1,4 @@
-"""``bundle/configs/paper.json`` against the authors' code, setting by setting, as the bundle resolves it.
+"""``bundle/configs/recipes/paper.json`` against the authors' code, setting by setting, as the bundle resolves it.
 
 Every row of the tables names the file of Tinysqua/LPUWF-LDM the value comes from. The values are read through
 :class:`monai.bundle.ConfigParser` from the same config lists the README's commands use, so an overlay key that
@@ -109,7 +109,7 @@ AUTHORS = [
     ("clip_sample", ["inference", "evaluate"], True, f"{STAGE3} (monai-generative DDPMScheduler default)"),
 ]
 
-# the paper preset (the architecture paper.json selects): (key path, value, source)
+# the paper preset (the architecture recipes/paper.json selects): (key path, value, source)
 ARCHITECTURE = [
     ("autoencoder.channels", (128, 256, 512), f"{DIFF_CFG} (up_and_down)"),
     ("autoencoder.num_res_blocks", 2, f"{DIFF_CFG} (num_res_layers)"),
@@ -129,7 +129,7 @@ ARCHITECTURE = [
 
 def _parser(stage: str, tmp_path: Path) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / f) for f in STAGES[stage]] + [str(CONFIGS / "paper.json")])
+    parser.read_config([str(CONFIGS / f) for f in STAGES[stage]] + [str(CONFIGS / "recipes" / "paper.json")])
     parser["bundle_root"] = str(tmp_path)
     parser.parse()
     return parser
@@ -215,7 +215,7 @@ class _Engine(SimpleNamespace):
 
 
 def test_scale_factor_kept_with_zero_batches():
-    """``scale_factor_batches 0`` (paper.json): stage 3 keeps the preset's factor instead of computing one."""
+    """``scale_factor_batches 0`` (recipes/paper.json): stage 3 keeps the preset's factor instead of computing one."""
     model = build_model("small", scale_factor=0.18215)
 
     def no_data():
