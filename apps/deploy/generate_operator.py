@@ -50,8 +50,8 @@ class LPUWFGenerateOperator(Operator):
     Args:
         fragment: the application.
         model_path: ``model.pt`` or a folder holding it (see :func:`resolve_model_file`).
-        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start: sampling
-            settings; ``None`` (default) takes the model file's recommendation, else
+        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start,
+            flip_average: sampling settings; ``None`` (default) takes the model file's recommendation, else
             ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` (see :class:`~monai_lpuwf.generation.Generator`).
             ``num_samples > 1`` adds the per-pixel standard deviation (uncertainty) map.
         sharpen: unsharp-mask the SLO as the training transforms do (``sharpen`` in the bundle's common config).
@@ -75,6 +75,7 @@ class LPUWFGenerateOperator(Operator):
         clip_sample: bool | None = None,
         conditioning_scale: float | None = None,
         t_start: int | None = None,
+        flip_average: bool | None = None,
         sharpen: bool = True,
         device: str | None = None,
         **kwargs,
@@ -85,7 +86,7 @@ class LPUWFGenerateOperator(Operator):
         self.settings = {
             "scheduler": scheduler, "num_inference_steps": num_inference_steps, "num_samples": num_samples,
             "seed": seed, "eta": eta, "clip_sample": clip_sample, "conditioning_scale": conditioning_scale,
-            "t_start": t_start,
+            "t_start": t_start, "flip_average": flip_average,
         }  # fmt: skip
         self.sharpen = bool(sharpen)
         self.generator: Generator | None = None

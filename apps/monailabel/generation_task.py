@@ -62,6 +62,7 @@ class LateFAGenerationTask(BasicInferTask):
     ``eta``, ``clip_sample``  DDIM noise and sample clipping
     ``conditioning_scale``    control strength (multiplier of the ControlNet residuals)
     ``t_start``               residual models: the prior noised to this timestep (``null``: pure noise)
+    ``flip_average``          prior and residual models: average the prior over the SLO's flips
     ``uncertainty``           ``true``: also return the per-pixel standard deviation over the draws (needs
                               ``num_samples >= 2``) in the result JSON, key ``"uncertainty"``
     ``result_extension``      ``.png`` (default), ``.tif``, ``.nii.gz``, ``.dcm``, ``.bmp``
@@ -79,8 +80,8 @@ class LateFAGenerationTask(BasicInferTask):
 
     Args:
         model_path: the bundle's ``models/model.pt`` (``{"model": state_dict, "config": ...}``).
-        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start: default
-            sampling settings; ``None``: the model file's recommendation, else
+        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start,
+            flip_average: default sampling settings; ``None``: the model file's recommendation, else
             ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` (see :class:`~monai_lpuwf.generation.Generator`).
         sharpen: unsharp-mask the SLO (the bundle's ``sharpen``; must match the training run).
         preload: load the model at start-up instead of at the first request.
@@ -98,6 +99,7 @@ class LateFAGenerationTask(BasicInferTask):
         clip_sample: bool | None = None,
         conditioning_scale: float | None = None,
         t_start: int | None = None,
+        flip_average: bool | None = None,
         sharpen: bool = True,
         preload: bool = False,
         description: str = "Late-phase UWF fluorescein angiography generated from a UWF-SLO (LPUWF-LDM)",
@@ -109,6 +111,7 @@ class LateFAGenerationTask(BasicInferTask):
             "scheduler": None if scheduler is None else str(scheduler).lower(),
             "num_inference_steps": num_inference_steps, "num_samples": num_samples, "seed": seed, "eta": eta,
             "clip_sample": clip_sample, "conditioning_scale": conditioning_scale, "t_start": t_start,
+            "flip_average": flip_average,
         }  # fmt: skip
         super().__init__(
             path=str(model_path),

@@ -20,7 +20,7 @@ from monai_lpuwf.generation.model import generation_network
 from monai_lpuwf.inferers import INFERENCE_DEFAULTS, LPUWFInferer, LPUWFSampler
 from monai_lpuwf.keys import UWFKeys
 from monai_lpuwf.networks import ModelFile, check_device
-from monai_lpuwf.transforms import save_generated, uwf_inference_transforms
+from monai_lpuwf.transforms import save_generated, training_frame_size, uwf_inference_transforms
 
 __all__ = ["SAMPLING_KEY", "SamplingRecord", "recommended_sampling", "Generator"]
 
@@ -80,9 +80,10 @@ def recommended_sampling(model_file: ModelFile | str | os.PathLike | None = None
 class Generator:
     """Late-phase FA from a UWF-SLO with a trained model: inference transforms, sampler, inverse and writer.
 
-    ``generator(slo)`` loads the SLO (a file path or a dictionary ``{"slo": path, ...}``), unsharp-masks it and pads
-    it with -1 to the model's size divisor (:func:`~monai_lpuwf.transforms.uwf_inference_transforms`), samples the
-    late phase (:class:`~monai_lpuwf.inferers.LPUWFInferer`), crops the padding back off with
+    ``generator(slo)`` loads the SLO (a file path or a dictionary ``{"slo": path, ...}``), unsharp-masks it, resizes
+    it to the training frames' size if the model was trained on resized frames, and pads it with -1 to the model's
+    size divisor (:func:`~monai_lpuwf.transforms.uwf_inference_transforms`), samples the
+    late phase (:class:`~monai_lpuwf.inferers.LPUWFInferer`), undoes the padding (and resize) with
     :class:`monai.transforms.Invertd` and returns the (1, H, W) prediction in [-1, 1] with the SLO's height, width
     and metadata. The parts are attributes too (:attr:`transforms`, :attr:`inferer`, :meth:`inverse`,
     :meth:`post_transforms`, :meth:`writers`), for an engine that batches the images itself (the bundle's
@@ -100,7 +101,10 @@ class Generator:
         recommended: the model's recommended sampling settings (:attr:`ModelFile.sampling
             <monai_lpuwf.networks.ModelFile.sampling>`, a :class:`SamplingRecord`).
         training_scale: the model file's training-scale record (:attr:`ModelFile.training_scale
-            <monai_lpuwf.networks.ModelFile.training_scale>`; warns about inputs far from the training frames).
+            <monai_lpuwf.networks.ModelFile.training_scale>`; warns about inputs far from the training frames). A
+            model trained on resized frames (the record's ``crop_scale``) generates at their size: the SLO is
+            resized to it (:func:`~monai_lpuwf.transforms.training_frame_size`) and the prediction back to the
+            SLO's native size by :meth:`inverse`.
         scale_tolerance: see :func:`~monai_lpuwf.transforms.uwf_inference_transforms`.
         sharpen: unsharp-mask the SLO (use the training run's setting).
         sharpen_kwargs: :class:`~monai_lpuwf.transforms.UnsharpMaskd` arguments.
@@ -114,7 +118,7 @@ class Generator:
             config resolves with :func:`recommended_sampling`) instead of ``overrides``, ``with_std``, ``progress``
             and ``id_key``.
         overrides: sampling settings (``scheduler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``eta``,
-            ``clip_sample``, ``conditioning_scale``, ``t_start``) and other :class:`~monai_lpuwf.inferers.LPUWFSampler`
+            ``clip_sample``, ``conditioning_scale``, ``t_start``, ``flip_average``) and other :class:`~monai_lpuwf.inferers.LPUWFSampler`
             arguments (tiling: ``decode_tile``, ``denoise_tile``, ``tile_policy``, ``memory_limit``...).
 
     Raises:
@@ -175,6 +179,7 @@ class Generator:
             allow_missing_keys=True,
             training_scale=training_scale,
             scale_tolerance=scale_tolerance,
+            resize_to=training_frame_size(training_scale),
         )
 
     @classmethod

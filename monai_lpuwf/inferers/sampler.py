@@ -39,6 +39,7 @@ INFERENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "seed": 0,
         "conditioning_scale": 1.0,
         "t_start": None,
+        "flip_average": False,
     }
 )
 _AGGREGATES = ("mean", "median", "first")
@@ -129,6 +130,9 @@ class LPUWFSampler:
         conditioning_scale: multiplier of the ControlNet residuals.
         t_start: residual method only: start the reverse process at this training timestep from the noised prior
             (the scheduler's timesteps up to ``t_start`` are run); ``None``: from pure noise; ``0``: no diffusion.
+        flip_average: prior-based methods only: the prior's prediction is the mean over the flips of the SLO
+            (:meth:`~monai_lpuwf.networks.SupervisedPrior.predict`; 4 forward passes in 2D); the latent model ignores
+            it.
         aggregate: ``"mean"``, ``"median"`` or ``"first"`` (a single draw, e.g. for FID) over the samples.
         return_samples: also return every draw as ``"samples"`` (num_samples, B, 1, H, W).
         progress: on a terminal, show a tqdm bar counting denoising steps (times denoising tiles) and decoded tiles,
@@ -175,6 +179,7 @@ class LPUWFSampler:
         eta: float = INFERENCE_DEFAULTS["eta"],
         conditioning_scale: float = INFERENCE_DEFAULTS["conditioning_scale"],
         t_start: int | None = INFERENCE_DEFAULTS["t_start"],
+        flip_average: bool = INFERENCE_DEFAULTS["flip_average"],
         aggregate: str = "mean",
         return_samples: bool = False,
         progress: bool = False,
@@ -206,6 +211,7 @@ class LPUWFSampler:
         if t_start is not None and int(t_start) < 0:
             raise ValueError(f"t_start={t_start} must be >= 0 (or None: from pure noise).")
         self.t_start = None if t_start is None else int(t_start)
+        self.flip_average = bool(flip_average)
         self.aggregate = look_up_option(aggregate, _AGGREGATES)
         self.return_samples = return_samples
         self.progress = progress and has_tqdm
@@ -455,10 +461,10 @@ class LPUWFSampler:
         slo = slo.to(device)
         batch = slo.shape[0]
         if method == "prior":
-            base = model(slo)
+            base = model.predict(slo, flip_average=self.flip_average)
             return torch.stack([base.clamp(-1, 1)] * self.num_samples)
         look_up_option(method, ("residual",))
-        base, cond = model.condition(slo)
+        base, cond = model.condition(slo, flip_average=self.flip_average)
         shape = (1, base.shape[1]) + tuple(base.shape[2:])
         draws = []
         bar = None

@@ -19,6 +19,7 @@ itself (:func:`model_from_config`).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -103,6 +104,20 @@ class SupervisedPrior(nn.Module):
     def forward(self, slo: torch.Tensor) -> torch.Tensor:
         return self.net(slo)
 
+    def predict(self, slo: torch.Tensor, flip_average: bool = False) -> torch.Tensor:
+        """The prediction for ``slo`` (B, condition_channels, *spatial); with ``flip_average`` the mean over the
+        ``2 ** spatial_dims`` flips of the SLO (every combination of spatial axes), each prediction flipped back -
+        test-time averaging over the flips training augments with, which makes the prediction exactly
+        flip-equivariant, for ``2 ** spatial_dims`` forward passes."""
+        if not flip_average:
+            return self(slo)
+        axes = range(2, slo.ndim)
+        subsets = [dims for n in range(len(axes) + 1) for dims in itertools.combinations(axes, n)]
+        total = self(slo)
+        for dims in subsets[1:]:
+            total = total + self(slo.flip(dims)).flip(dims)
+        return total / len(subsets)
+
 
 class ResidualDiffusionModel(nn.Module):
     """A :class:`SupervisedPrior` refined by pixel-space diffusion on its residual, as one module.
@@ -179,12 +194,13 @@ class ResidualDiffusionModel(nn.Module):
         return self.prior.size_divisor * levels // math.gcd(self.prior.size_divisor, levels)
 
     @torch.no_grad()
-    def condition(self, slo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(prior(slo), cat([slo, prior(slo)]))``: the prior's prediction and the denoiser's condition."""
+    def condition(self, slo: torch.Tensor, flip_average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(prior(slo), cat([slo, prior(slo)]))``: the prior's prediction and the denoiser's condition
+        (``flip_average``: the prior's flip-averaged prediction, :meth:`SupervisedPrior.predict`, in both)."""
         was_training = self.prior.training
         self.prior.eval()
         try:
-            base = self.prior(slo)
+            base = self.prior.predict(slo, flip_average=flip_average)
         finally:
             self.prior.train(was_training)
         return base, torch.cat([slo, base], dim=1)

@@ -37,6 +37,7 @@ from .scale import (
     CheckTrainingScaled,
     CheckTrainingScaleDict,
     TrainingScaleRecord,
+    training_frame_size,
     training_scale,
 )
 from .uwf_registration import (
@@ -101,6 +102,7 @@ __all__ = [
     "REGISTER_TARGETS",
     "REGISTER_METHODS",
     "TRAINING_SCALE_KEY",
+    "training_frame_size",
     "training_scale",
     "TrainingScaleRecord",
     "CheckTrainingScaled",

@@ -219,12 +219,14 @@ def uwf_inference_transforms(
     allow_missing_keys: bool = False,
     training_scale: Mapping[str, Any] | None = None,
     scale_tolerance: float = 1.5,
+    resize_to: Sequence[int] | None = None,
 ) -> Compose:
-    """Invertible dictionary pipeline for generation: load, sharpen the SLO, pad to a multiple of ``divisor``.
+    """Invertible dictionary pipeline for generation: load, sharpen the SLO, (resize it), pad to a multiple of
+    ``divisor``.
 
-    The padding (value ``-1``, the black of ``[-1, 1]`` images, split evenly on both sides) is recorded in the
-    MetaTensors' ``applied_operations``, so ``Invertd(keys="pred", transform=<this Compose>, orig_keys="slo")``
-    crops a generated image back to the native ``(H, W)`` of the SLO.
+    The resize and the padding (value ``-1``, the black of ``[-1, 1]`` images, split evenly on both sides) are
+    recorded in the MetaTensors' ``applied_operations``, so ``Invertd(keys="pred", transform=<this Compose>,
+    orig_keys="slo")`` brings a generated image back to the native ``(H, W)`` of the SLO.
 
     Args:
         divisor: the autoencoder's spatial downsampling factor (``LPUWFModel.size_divisor``); an int or one per
@@ -239,23 +241,32 @@ def uwf_inference_transforms(
             <monai_lpuwf.networks.ModelFile.training_scale>`); when given, an SLO whose size or colour is far from
             the training frames' is reported with a warning (:class:`CheckTrainingScaled`).
         scale_tolerance: largest accepted ratio between an input's size and the training frames' size.
+        resize_to: resize the SLO to this ``(H, W)`` after sharpening, for a model trained on frames resized to it
+            (:func:`~monai_lpuwf.transforms.training_frame_size` of its record); bilinear with anti-aliasing, so
+            that the inverse is a bilinear upsampling (an ``"area"`` resize would invert as nearest neighbour).
+            The other keys stay at their native size. ``None``: native resolution.
 
     Returns:
         :class:`monai.transforms.Compose`; outputs ``(C, H', W')`` float32 MetaTensors with ``H'``, ``W'`` the
-        smallest multiples of ``divisor`` not below ``H``, ``W``.
+        smallest multiples of ``divisor`` not below ``H``, ``W`` (``resize_to`` for the SLO when given).
     """
     keys = [str(k) for k in ensure_tuple(keys)]
     if not keys:
         raise ValueError("uwf_inference_transforms: keys must name at least the SLO key, e.g. ('slo',).")
     xforms: list = [LoadUWFImaged(keys=keys, allow_missing_keys=allow_missing_keys, **dict(load_kwargs or {}))]
+    check = []
     if training_scale is not None and slo_key in keys:
-        xforms.append(
-            CheckTrainingScaled(
-                slo_key, training_scale, tolerance=scale_tolerance, allow_missing_keys=allow_missing_keys
-            )
-        )
+        check = [CheckTrainingScaled(slo_key, training_scale, tolerance=scale_tolerance,
+                                     allow_missing_keys=allow_missing_keys)]  # fmt: skip
+    if resize_to is None:
+        xforms += check
     if sharpen and slo_key in keys:
         xforms.append(UnsharpMaskd(keys=slo_key, allow_missing_keys=allow_missing_keys, **dict(sharpen_kwargs or {})))
+    if resize_to is not None and slo_key in keys:  # as training: sharpened at the native size, then resized
+        size = tuple(int(v) for v in ensure_tuple_rep(resize_to, 2))
+        xforms.append(Resized(keys=slo_key, spatial_size=size, mode="bilinear", anti_aliasing=True,
+                              allow_missing_keys=allow_missing_keys))  # fmt: skip
+        xforms += check  # the size the model sees
     xforms.append(
         DivisiblePadd(keys=keys, k=divisor, mode="constant", value=-1.0, allow_missing_keys=allow_missing_keys)
     )

@@ -29,6 +29,7 @@ from monai_lpuwf.transforms.io import LoadUWFImage
 __all__ = [
     "TRAINING_SCALE_KEY",
     "training_scale",
+    "training_frame_size",
     "TrainingScaleRecord",
     "CheckTrainingScaled",
     "CheckTrainingScaleD",
@@ -98,6 +99,22 @@ def training_scale(
         "slo_mean_spread": float(means.std(0).max()) if len(means) > 1 else 0.0,
         "num_images": len(paths),
     }
+
+
+def training_frame_size(record: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    """The ``(H, W)`` every frame was resized to before the training crops, from a :func:`training_scale` record.
+
+    Args:
+        record: the model file's training-scale record (``None``: no record).
+
+    Returns:
+        ``ceil(crop_scale * crop_size)`` per axis for a model trained on resized frames (``crop_scale`` set), the
+        size generation must resize an SLO to for the model to see its anatomy at the trained scale; ``None`` for
+        native-resolution crops (or no record): generation runs at the native resolution.
+    """
+    if record is None or record.get("crop_scale") is None:
+        return None
+    return tuple(math.ceil(float(record["crop_scale"]) * int(s)) for s in record["crop_size"])
 
 
 class TrainingScaleRecord:

@@ -95,3 +95,23 @@ def test_writers_name_the_outputs_after_the_slo(files, tmp_path):
     generator = Generator.from_file(recommending, device="cpu", num_samples=2)
     generator.generate(slo, writers=generator.writers(tmp_path, data_root_dir=slo.parent))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1_late.png", "1_late_std.png"]
+
+
+def test_a_model_trained_on_resized_frames_generates_at_their_size(demo, files, tmp_path):
+    """The model file's training-scale record says frames were resized to ceil(1.25 * 32) = 40 pixels: the
+    generator samples the SLO resized to 40 x 40 and returns the 70 x 90 native size (bilinear upsampling)."""
+    _, _, slo = files
+    model = demo.build_demo_model()
+    record = {"frame_size": [70.0, 90.0], "pixel_scale": [40 / 70, 40 / 90], "crop_size": [32, 32],
+              "crop_scale": 1.25, "slo_mean": [0.0, 0.0, -1.0], "slo_mean_spread": 0.0, "num_images": 1}  # fmt: skip
+    path = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict(), "config": model.config, "training_scale": record}, path)
+    generator = Generator.from_file(path, device="cpu", num_inference_steps=2, seed=3)
+    item = generator.preprocess(slo)
+    assert generator.network.size_divisor == 32 and tuple(item["slo"].shape[1:]) == (64, 64)  # 40 padded to 64
+    out = generator(slo)
+    assert tuple(out.shape) == (1, 70, 90)
+    with torch.no_grad():
+        direct = LPUWFSampler(num_inference_steps=2, seed=3)(item["slo"].as_tensor()[None], generator.network)["pred"]
+    oracle = torch.nn.functional.interpolate(direct[..., 12:52, 12:52], size=(70, 90), mode="bilinear")[0]
+    assert (out.as_tensor() - oracle).abs().max() < 1e-5

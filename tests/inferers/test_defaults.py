@@ -36,7 +36,7 @@ def _init_defaults(path: Path, cls: str) -> dict:
 def test_the_library_uses_the_defaults():
     assert dict(INFERENCE_DEFAULTS) == {
         "scheduler": "ddim", "num_inference_steps": 25, "eta": 0.0, "clip_sample": False, "num_samples": 1, "seed": 0,
-        "conditioning_scale": 1.0, "t_start": None,
+        "conditioning_scale": 1.0, "t_start": None, "flip_average": False,
     }  # fmt: skip
     for sampler in (LPUWFSampler(), LPUWFInferer().sampler):
         assert {k: getattr(sampler, k) for k in INFERENCE_DEFAULTS} == dict(INFERENCE_DEFAULTS)

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, decollate_batch
+from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor, decollate_batch
 from monai.transforms import Invertd
 from scipy import ndimage as ndi
 
@@ -19,6 +19,7 @@ from monai_lpuwf.transforms import (
     FieldOfView,
     LoadUWFImage,
     TrainingScaleRecord,
+    training_frame_size,
     uwf_inference_transforms,
     uwf_train_transforms,
 )
@@ -301,3 +302,32 @@ def test_training_scale_record_and_the_generation_warning(tmp_path):
         pre({"slo": str(save_uwf_image(green, tmp_path / "green.png"))})
     with pytest.raises(ValueError, match="tolerance"):
         CheckTrainingScaled(record=state, tolerance=0.5)
+
+
+def test_generation_resizes_to_the_training_frames_and_inverts_bilinearly(tmp_path):
+    """A model trained on frames resized to 36 x 36 (crop_scale 1.125 of 32-px crops) sees a 512 x 640 photograph
+    at 36 x 36 - no scale warning - and its prediction comes back at 512 x 640, upsampled bilinearly (oracle:
+    ``torch.nn.functional.interpolate``), while the other keys stay native."""
+    recs = generate_phantoms(tmp_path / "ph", num=1, size=(64, 64))
+    squashed = TrainingScaleRecord([{"slo": recs[0]["slo"]}], (32, 32), crop_scale=1.125).state_dict()
+    assert training_frame_size(squashed) == (36, 36)
+    assert training_frame_size({**squashed, "crop_scale": None}) is None and training_frame_size(None) is None
+    photo = np.random.default_rng(0).uniform(-1, 1, (3, 512, 640)).astype(np.float32)
+    path = str(save_uwf_image(photo, tmp_path / "photo.png"))
+    late = str(save_uwf_image(photo[:1], tmp_path / "late.png"))
+    pre = uwf_inference_transforms(8, sharpen=False, keys=("slo", "late"), training_scale=squashed,
+                                   resize_to=training_frame_size(squashed), allow_missing_keys=True)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        item = pre({"slo": path, "late": late})
+    assert not [w for w in caught if "never saw" in str(w.message)]  # at the size the model was trained at
+    with pytest.warns(UserWarning, match="never saw"):  # the same photograph at its native size
+        uwf_inference_transforms(8, sharpen=False, training_scale=squashed)({"slo": path})
+    assert tuple(item["slo"].shape) == (3, 40, 40)  # 36 padded to a multiple of 8
+    assert tuple(item["late"].shape) == (1, 512, 640)
+    small = torch.linspace(-1, 1, 40 * 40).reshape(1, 40, 40)
+    pred = MetaTensor(small, meta=item["slo"].meta, applied_operations=list(item["slo"].applied_operations))
+    back = Invertd(keys="pred", transform=pre, orig_keys="slo", nearest_interp=False)({**item, "pred": pred})["pred"]
+    assert tuple(back.shape) == (1, 512, 640)
+    oracle = torch.nn.functional.interpolate(small[None, :, 2:38, 2:38], size=(512, 640), mode="bilinear")[0]
+    assert (back.as_tensor() - oracle).abs().max() < 1e-5
