@@ -1,5 +1,6 @@
 """Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports,
-and the Ignite handlers that compute them during a run (``GenerationEvaluationHandler``, ``ConditioningGapHandler``).
+a sampler comparison (:mod:`~monai_lpuwf.metrics.sampler_comparison`), and the Ignite handlers that compute them
+during a run (``GenerationEvaluationHandler``, ``ConditioningGapHandler``).
 
 All scores are computed on ``[0, 1]`` intensities from images in ``[-1, 1]``. Pretrained networks (FID
 Inception-v3, LPIPS AlexNet/VGG16) are loaded only from local files; nothing is downloaded.
@@ -23,6 +24,7 @@ from monai_lpuwf.metrics.image_scores import (
     compute_image_scores,
     compute_masked_image_scores,
     ms_ssim_min_size,
+    ms_ssim_weights_for,
     to_unit_range,
 )
 from monai_lpuwf.metrics.inception import (
@@ -47,6 +49,14 @@ from monai_lpuwf.metrics.report import (
     write_scores_csv,
     write_summary_json,
 )
+from monai_lpuwf.metrics.sampler_comparison import (
+    DEFAULT_SAMPLERS,
+    REFERENCE_SAMPLER,
+    SamplerConfig,
+    compare_samplers,
+    parse_sampler_specs,
+    plot_sampler_comparison,
+)
 from monai_lpuwf.metrics.sensitivity import (
     conditioning_gap,
     input_sensitivity,
@@ -70,11 +80,14 @@ __all__ = [
     "GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity",
     "compute_fid_is", "frechet_distance_from_features", "score_frames",
     "MS_SSIM_WEIGHTS", "SCORE_NAMES", "compute_image_scores", "compute_masked_image_scores", "ms_ssim_min_size",
-    "to_unit_range", "FID_WEIGHTS_FILENAME", "FID_WEIGHTS_URL", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
+    "ms_ssim_weights_for", "to_unit_range", "FID_WEIGHTS_FILENAME",
+    "FID_WEIGHTS_URL", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
     "InceptionFeatureExtractor", "load_fid_inception", "inception_score", "compute_lesion_scores",
     "difference_map", "lesion_mask", "compute_lpips", "GRID_COLUMNS", "EvaluationReport", "atomic_write_bytes",
     "figure_grid", "save_figure", "scores_to_records", "summarize_records", "write_scores_csv",
     "write_summary_json", "log_spectral_distance", "plot_power_spectra", "radial_power_spectrum",
     "conditioning_gap", "ConditioningGapHandler", "input_sensitivity", "pairwise_correlation",
     "predicted_clean_latents", "band_log_spectral_distance",
+    "SamplerConfig", "REFERENCE_SAMPLER", "DEFAULT_SAMPLERS", "parse_sampler_specs", "compare_samplers",
+    "plot_sampler_comparison",
 ]  # fmt: skip

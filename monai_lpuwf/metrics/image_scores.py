@@ -31,6 +31,7 @@ __all__ = [
     "SCORE_NAMES",
     "to_unit_range",
     "ms_ssim_min_size",
+    "ms_ssim_weights_for",
     "compute_image_scores",
     "compute_masked_image_scores",
 ]
@@ -66,6 +67,23 @@ def ms_ssim_min_size(kernel_size: int = 11, num_scales: int = len(MS_SSIM_WEIGHT
     ``side >= kernel_size * (num_scales - 1) ** 2`` (176 for the defaults).
     """
     return int(kernel_size) * max(1, int(num_scales) - 1) ** 2
+
+
+def ms_ssim_weights_for(size: Sequence[int], kernel_size: int = 11) -> tuple[float, ...]:
+    """MONAI's MS-SSIM scale weights (:data:`MS_SSIM_WEIGHTS`) for an image of spatial ``size``: the first scales
+    that :func:`ms_ssim_min_size` allows (4 at 128 x 128, 2 at 32 x 32), renormalised to sum to 1.
+
+    Args:
+        size: the image's spatial size; its smallest side decides.
+        kernel_size: the SSIM window.
+    """
+    side = min(int(s) for s in size)
+    scales = len(MS_SSIM_WEIGHTS)
+    while scales > 1 and side < ms_ssim_min_size(kernel_size, scales):
+        scales -= 1
+    weights = MS_SSIM_WEIGHTS[:scales]
+    total = sum(weights)
+    return tuple(w / total for w in weights)
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> None:

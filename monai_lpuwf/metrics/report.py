@@ -120,8 +120,9 @@ def summarize_records(records: Sequence[Mapping[str, object]]) -> dict[str, dict
 def write_scores_csv(
     records: Sequence[Mapping[str, object]], path: str | os.PathLike, protected: Sequence = ()
 ) -> Path:
-    """One row per image and predictor; columns ``id, predictor`` then every score in first-seen order."""
-    columns: list[str] = ["id", "predictor"]
+    """One row per record (image and predictor); columns ``id, predictor`` (where the records have them) then every
+    other in first-seen order."""
+    columns: list[str] = [c for c in ("id", "predictor") if any(c in row for row in records)]
     for row in records:
         columns += [k for k in row if k not in columns]
     text = io.StringIO()

@@ -1,8 +1,11 @@
 """Named LPUWF-LDM configurations: the paper's sizes and a small CPU demo model of the same topology.
 
-The same architectures are bundle configs, ``bundle/configs/presets/{paper,small}.json`` (``"preset"`` spelled out,
-editable like any config entry); ``tests/bundle/test_paper_config.py`` checks that they equal :data:`PRESETS`, so
-a change here is copied there (and the other way round).
+:data:`PRESETS` (and :data:`PRIOR_PRESETS`, :data:`RESIDUAL_PRESETS`) are the one definition of the architectures.
+The bundle picks one by name (``--preset paper``; ``--prior_preset``, ``--residual_preset``) and overrides single
+entries by config id: the bundle's ``network_overrides`` (``residual_overrides``) holds an empty dict per section,
+so ``--network_overrides#unet#num_res_blocks 2`` (or ``--network_overrides#scale_factor 0.18215``) is merged into
+the preset by :func:`build_model`. A whole architecture can also be given as a dict (``"preset": {...}``, e.g. a model
+file's ``config``), JSON lists being taken as tuples.
 """
 
 from __future__ import annotations
@@ -94,8 +97,8 @@ def build_model(preset: str | Mapping[str, Any] = "small", **overrides: Any) -> 
     """Build an :class:`LPUWFModel` from a named preset (``"paper"`` or ``"small"``) or a config dict.
 
     Args:
-        preset: a key of :data:`PRESETS` or a full config (e.g. a checkpoint's ``model.config``, or the ``"preset"``
-            of ``bundle/configs/presets/small.json``; lists are taken as tuples).
+        preset: a key of :data:`PRESETS` or a full config (e.g. a model file's ``config``, or a ``"preset"`` dict
+            spelled out in a bundle config; lists are taken as tuples).
         overrides: top-level config entries to replace (``scale_factor=...``, ``spatial_dims=3``); for the
             sections ``autoencoder``, ``unet``, ``controlnet`` and ``schedule`` a dict is merged into the
             preset's, e.g. ``build_model("small", unet={"num_res_blocks": 2})``.
@@ -103,17 +106,11 @@ def build_model(preset: str | Mapping[str, Any] = "small", **overrides: Any) -> 
     Returns:
         a freshly initialised :class:`LPUWFModel`.
     """
-    config = copy.deepcopy(dict(look_up_option(preset, PRESETS) if isinstance(preset, str) else preset))
-    for key, value in overrides.items():
-        if key in _SECTIONS and isinstance(value, Mapping):
-            config[key] = {**config.get(key, {}), **value}
-        else:
-            config[key] = value
-    return LPUWFModel.from_config(_tuples(config))
+    return LPUWFModel.from_config(_merged(PRESETS, preset, overrides, _SECTIONS))
 
 
 def _tuples(value: Any) -> Any:
-    """JSON lists as tuples (a config read from ``bundle/configs/presets/*.json`` equals the Python preset)."""
+    """JSON lists as tuples (a config read from JSON equals the Python preset)."""
     if isinstance(value, Mapping):
         return {k: _tuples(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -149,8 +146,13 @@ RESIDUAL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+_RESIDUAL_SECTIONS = ("prior", "denoiser", "schedule")
+
+
 def _merged(presets: Mapping[str, Any], preset: str | Mapping[str, Any], overrides: Mapping[str, Any],
             sections: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """``preset`` (a key of ``presets`` or a config) with ``overrides``: a dict given for one of ``sections`` is
+    merged into that section, any other entry replaces the preset's; lists become tuples."""
     config = copy.deepcopy(dict(look_up_option(preset, presets) if isinstance(preset, str) else preset))
     for key, value in overrides.items():
         if key in sections and isinstance(value, Mapping):
@@ -178,8 +180,7 @@ def build_residual_model(preset: str | Mapping[str, Any] = "small", **overrides:
         overrides: entries to replace; the sections ``prior``, ``denoiser`` and ``schedule`` are merged, e.g.
             ``build_residual_model(denoiser={"num_res_blocks": 2})``.
     """
-    return ResidualDiffusionModel.from_config(_merged(RESIDUAL_PRESETS, preset, overrides, ("prior", "denoiser",
-                                                                                            "schedule")))  # fmt: skip
+    return ResidualDiffusionModel.from_config(_merged(RESIDUAL_PRESETS, preset, overrides, _RESIDUAL_SECTIONS))
 
 
 def model_from_config(config: Mapping[str, Any]) -> nn.Module:

@@ -114,20 +114,7 @@ def test_multi_gpu_handlers_by_rank(main_rank, resume):
     assert types["train#handlers"].count("AtomicCheckpointSaver") == 2  # every rank: Ignite saves on rank 0 only
 
 
-# inference.json is being reworked under issue 21 (the Generator, item 2) by another change; its long expressions
-# go with that rework. The mark is not strict, so the test reports XPASS once they are gone: then drop the mark.
-LONG_EXPRESSIONS_PENDING = {"inference.json": "issue 21: inference.json's expressions are reworked with the Generator"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=LONG_EXPRESSIONS_PENDING[n], strict=False))
-        if n in LONG_EXPRESSIONS_PENDING
-        else n
-        for n in CONFIG_FILES
-    ],
-)
+@pytest.mark.parametrize("name", CONFIG_FILES)
 def test_expressions_are_short(name):
     config = json.loads((CONFIGS / name).read_text())
     long = [e for e in _expressions(config) if len(e) > MAX_EXPRESSION]

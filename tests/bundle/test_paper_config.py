@@ -25,7 +25,7 @@ from monai.transforms import (
 )
 
 from monai_lpuwf.engines import ScaleFactorHandler
-from monai_lpuwf.networks.presets import PRESETS, build_model
+from monai_lpuwf.networks.presets import PRESETS, RESIDUAL_PRESETS, build_model, build_residual_model
 from monai_lpuwf.transforms import CrossTemporalDifferenced, UnsharpMaskd
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
@@ -229,23 +229,60 @@ def test_scale_factor_kept_with_zero_batches():
     assert float(model.scale_factor) != pytest.approx(0.18215)
 
 
-@pytest.mark.parametrize("name", ["small", "paper"])
-def test_preset_config_files_equal_the_python_presets(name):
-    """bundle/configs/presets/<name>.json spells out PRESETS[name]; keep the two in step when editing either."""
-    preset = json.loads((CONFIGS / "presets" / f"{name}.json").read_text())["preset"]
-    from monai_lpuwf.networks.presets import _tuples
+# one entry per section of each architecture, with a value other than the preset's
+SECTION_ENTRIES = {
+    "autoencoder": ("num_res_blocks", 2),
+    "unet": ("num_res_blocks", 2),
+    "controlnet": ("conditioning_embedding_num_channels", [8, 16, 16]),
+    "schedule": ("prediction_type", "v_prediction"),
+}
+RESIDUAL_SECTION_ENTRIES = {
+    "prior": ("features", [8, 16, 32, 64, 128, 16]),
+    "denoiser": ("num_res_blocks", 2),
+    "schedule": ("prediction_type", "epsilon"),
+}
 
-    assert _tuples(preset) == _tuples(PRESETS[name]), (
-        f"bundle/configs/presets/{name}.json differs from monai_lpuwf.networks.PRESETS[{name!r}]; copy the change"
-    )
 
-
-def test_preset_config_file_builds_the_network(tmp_path):
-    """A stage run with configs/presets/small.json builds the same network as ``--preset small``, and an entry of
-    the file overridden like any config key changes the architecture."""
+@pytest.mark.parametrize("section", sorted(k for k, v in PRESETS["small"].items() if isinstance(v, dict)))
+def test_one_entry_of_a_preset_is_overridden_by_config_id(section):
+    """``--network_overrides#<section>#<key> value`` changes one entry of the named preset (PRESETS, the one source):
+    common.json holds an empty dict for every section of the architecture, so MONAI's id syntax reaches it."""
+    key, value = SECTION_ENTRIES[section]
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / f) for f in STAGES["autoencoder"]] + [str(CONFIGS / "presets" / "small.json")])
+    parser.read_config([str(CONFIGS / f) for f in STAGES["autoencoder"]])
+    parser.update({"preset": "small", f"network_overrides#{section}#{key}": value})
+    expected = build_model("small", **{section: {key: value}}).config
+    assert parser.get_parsed_content("network_def").config == expected != build_model("small").config
+
+
+@pytest.mark.parametrize("section", sorted(k for k, v in RESIDUAL_PRESETS["small"].items() if isinstance(v, dict)))
+def test_one_entry_of_the_residual_preset_is_overridden_by_config_id(section):
+    """The same for the residual method (train_residual.json): ``--residual_overrides#denoiser#num_res_blocks 2``."""
+    key, value = RESIDUAL_SECTION_ENTRIES[section]
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in ("common.json", "train_residual.json")])
+    parser[f"residual_overrides#{section}#{key}"] = value
+    expected = build_residual_model("small", **{section: {key: value}}).config
+    assert parser.get_parsed_content("network_def").config == expected != build_residual_model("small").config
+
+
+def test_spelled_out_preset_overlay(tmp_path):
+    """A whole architecture given as a dict (an overlay ``{"preset": {...}}``, written from PRESETS) builds the same
+    network as ``--preset small``, and its entries are overridden like any config key (``--preset#unet#...``)."""
+    overlay = tmp_path / "architecture.json"
+    overlay.write_text(json.dumps({"preset": PRESETS["small"]}))
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in STAGES["autoencoder"]] + [str(overlay)])
+    assert parser.get_parsed_content("network_def").config == build_model("small").config
     parser["preset#unet#num_res_blocks"] = 2
     parser.parse()
-    net = parser.get_parsed_content("network_def")
-    assert net.config == build_model("small", unet={"num_res_blocks": 2}).config
+    assert parser.get_parsed_content("network_def").config == build_model("small", unet={"num_res_blocks": 2}).config
+
+
+def test_inference_takes_the_same_entry_overrides():
+    """inference.json (``--preset`` for a bare state dict) accepts the stage configs' ``--network_overrides#...``."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({f"network_overrides#{s}#{k}": v for s, (k, v) in SECTION_ENTRIES.items()})
+    overrides = parser.get_parsed_content("network_overrides")
+    assert overrides == {s: {k: v} for s, (k, v) in SECTION_ENTRIES.items()}

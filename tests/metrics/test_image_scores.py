@@ -8,7 +8,13 @@ import pytest
 import torch
 from monai.metrics import MSEMetric, MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
 
-from monai_lpuwf.metrics import compute_image_scores, ms_ssim_min_size, to_unit_range
+from monai_lpuwf.metrics import (
+    MS_SSIM_WEIGHTS,
+    compute_image_scores,
+    ms_ssim_min_size,
+    ms_ssim_weights_for,
+    to_unit_range,
+)
 from monai_lpuwf.metrics.image_scores import compute_masked_image_scores
 
 
@@ -126,3 +132,17 @@ def test_bad_shapes_raise_clear_errors():
         compute_image_scores(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8))
     with pytest.raises(ValueError, match="mask"):
         compute_image_scores(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), mask=torch.ones(1, 1, 4, 4))
+
+
+def test_ms_ssim_weights_follow_monai_size_rule():
+    total = sum(MS_SSIM_WEIGHTS)
+    assert ms_ssim_weights_for((512, 512)) == pytest.approx([w / total for w in MS_SSIM_WEIGHTS])
+    assert [len(ms_ssim_weights_for((s, s))) for s in (176, 175, 128, 64, 32, 8)] == [5, 4, 4, 3, 2, 1]
+    assert len(ms_ssim_weights_for((512, 128))) == 4  # the smaller side decides
+    for size in (128, 64, 32):
+        weights = ms_ssim_weights_for((size, size))
+        assert sum(weights) == pytest.approx(1.0)
+        x = torch.rand(1, 1, size, size)
+        MultiScaleSSIMMetric(spatial_dims=2, data_range=1.0, weights=weights)(x, x)  # MONAI accepts the scales
+        with pytest.raises(ValueError):  # one scale more is refused by MONAI
+            MultiScaleSSIMMetric(spatial_dims=2, data_range=1.0, weights=MS_SSIM_WEIGHTS[: len(weights) + 1])(x, x)

@@ -53,6 +53,13 @@ def test_csv_and_json_round_trip(tmp_path):
     assert not list(tmp_path.glob("**/*.tmp"))  # no temporary file left behind
 
 
+def test_csv_columns_without_id_and_predictor(tmp_path):
+    """Records of another kind (a sampler comparison's rows) keep their own first-seen column order."""
+    rows = [{"sampler": "ddim-10", "steps": 10, "psnr": float("inf")}, {"sampler": "pndm-5", "steps": 5, "x": 1.5}]
+    path = write_scores_csv(rows, tmp_path / "rows.csv")
+    assert path.read_text().splitlines() == ["sampler,steps,psnr,x", "ddim-10,10,inf,", "pndm-5,5,,1.5"]
+
+
 def test_atomic_write_never_overwrites_inputs_and_keeps_old_file_on_failure(tmp_path):
     src = tmp_path / "input.png"
     src.write_bytes(b"original")
