@@ -118,8 +118,9 @@ class Generator:
             config resolves with :func:`recommended_sampling`) instead of ``overrides``, ``with_std``, ``progress``
             and ``id_key``.
         overrides: sampling settings (``scheduler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``eta``,
-            ``clip_sample``, ``conditioning_scale``, ``t_start``, ``flip_average``) and other :class:`~monai_lpuwf.inferers.LPUWFSampler`
-            arguments (tiling: ``decode_tile``, ``denoise_tile``, ``tile_policy``, ``memory_limit``...).
+            ``clip_sample``, ``conditioning_scale``, ``t_start``, ``flip_average``) and other
+            :class:`~monai_lpuwf.inferers.LPUWFSampler` arguments (tiling: ``decode_tile``, ``denoise_tile``,
+            ``tile_policy``, ``memory_limit``...).
 
     Raises:
         ValueError: ``inferer`` given together with ``overrides``, ``with_std``, ``progress`` or ``id_key``; a key of
