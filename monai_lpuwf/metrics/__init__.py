@@ -18,15 +18,6 @@ from monai_lpuwf.metrics.evaluation import (
 )
 from monai_lpuwf.metrics.fid import compute_fid_is, frechet_distance_from_features
 from monai_lpuwf.metrics.frame_scores import score_frames
-from monai_lpuwf.metrics.image_scores import (
-    MS_SSIM_WEIGHTS,
-    SCORE_NAMES,
-    compute_image_scores,
-    compute_masked_image_scores,
-    ms_ssim_min_size,
-    ms_ssim_weights_for,
-    to_unit_range,
-)
 from monai_lpuwf.metrics.inception import (
     FID_WEIGHTS_FILENAME,
     FID_WEIGHTS_URL,
@@ -70,6 +61,15 @@ from monai_lpuwf.metrics.spectrum import (
     radial_power_spectrum,
 )
 from monai_lpuwf.metrics.structure import VESSEL_BAND_SIGMAS, detail_ratio, vessel_band, vessel_band_correlation
+from monai_lpuwf.scores import (
+    MS_SSIM_WEIGHTS,
+    SCORE_NAMES,
+    compute_image_scores,
+    compute_masked_image_scores,
+    ms_ssim_min_size,
+    ms_ssim_weights_for,
+    to_unit_range,
+)
 
 __all__ = [
     "VESSEL_BAND_SIGMAS",
