@@ -8,7 +8,8 @@ Sub-packages follow MONAI's own floor plan:
   presets, the trained model file (:class:`~monai_lpuwf.networks.ModelFile`: the one reader and writer of model
   files, which engines, generation, evaluation and the apps share) and monai-generative checkpoint compatibility.
 - :mod:`monai_lpuwf.losses`, :mod:`monai_lpuwf.noise`: CTRD loss, offline perceptual loss and low-frequency
-  enhanced noise.
+  enhanced noise; :mod:`monai_lpuwf.scores`: PSNR, SSIM, MS-SSIM and MSE, whole frame or within a mask (pure
+  functions the engines' validation metrics and the evaluation share).
 - :mod:`monai_lpuwf.transforms`: array + dictionary transforms (loading, field of view, SLO sharpening, elastix
   registration, cross-temporal difference map, quantisation and writing of generated images, train/inference
   presets).
@@ -28,7 +29,7 @@ and ``TYPE_CHECKING`` ones too)::
     4  bundle_support                                        bundle glue
     3  metrics, generation, export                           evaluation, generation runs, export
     2  transforms, inferers, engines                         MONAI transforms, sampling, training engines
-    1  data, networks, losses                                image files and datalists, networks, losses
+    1  data, networks, losses, scores                        image files and datalists, networks, losses, scores
     0  keys, errors, atomic_write, threads, noise, weights   foundation
 
 Data keys used everywhere are listed in :class:`monai_lpuwf.keys.UWFKeys`; errors that name a file or setting of the

@@ -15,12 +15,13 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from monai_lpuwf.engines.prepare_batch import get_batch_item
+from monai_lpuwf.scores import ms_ssim_min_size, to_unit_range
 
 __all__ = [
     "KeyedPrepareBatch",
     "ReconstructionInferer",
     "image_quality_metrics",
-    "ms_ssim_min_size",
+    "ms_ssim_min_size",  # monai_lpuwf.scores.ms_ssim_min_size, re-exported
     "unit_range_pairs",
 ]
 
@@ -64,11 +65,6 @@ class ReconstructionInferer(Inferer):
         return network(inputs, *args, **kwargs)[0]
 
 
-def ms_ssim_min_size(kernel_size: int = 11, num_scales: int = 5) -> int:
-    """Smallest image side for which MONAI's MS-SSIM is defined (176 for the default 11-pixel kernel, 5 scales)."""
-    return kernel_size * max(1, num_scales - 1) ** 2
-
-
 def unit_range_pairs(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pred, label)`` of an evaluator output mapped from [-1, 1] to [0, 1] and clipped (the metrics' range)."""
     items = output if isinstance(output, list) else [output]
@@ -76,13 +72,14 @@ def unit_range_pairs(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
     def _stack(key: str) -> torch.Tensor:
         values = [item[key] if isinstance(item, Mapping) else item for item in items]
         tensor = torch.stack(values) if values[0].ndim == 3 else torch.cat(values)
-        return ((tensor.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        return to_unit_range(tensor)
 
     return _stack(Keys.PRED), _stack(Keys.LABEL)
 
 
 def image_quality_metrics(spatial_size: int | Sequence[int], prefix: str = "val_") -> dict[str, IgniteMetricHandler]:
-    """PSNR, SSIM and (on images of at least :func:`ms_ssim_min_size` pixels a side) MS-SSIM handlers.
+    """PSNR, SSIM and (on images of at least :func:`~monai_lpuwf.scores.ms_ssim_min_size` pixels a side) MS-SSIM
+    handlers.
 
     Computed with MONAI's metric classes on intensities mapped to [0, 1] (``data_range=1``). The first entry
     (PSNR) is meant as the evaluator's key metric.

@@ -1,6 +1,8 @@
 """Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports,
 a sampler comparison (:mod:`~monai_lpuwf.metrics.sampler_comparison`), and the Ignite handlers that compute them
-during a run (``GenerationEvaluationHandler``, ``ConditioningGapHandler``).
+during a run: the evaluation's parts (``FrameScoresHandler``, ``AlignedScoresHandler``, ``DistributionScoresHandler``,
+``SeedCheckHandler``) with their ``EvaluationReportWriter`` (or all in one: ``GenerationEvaluationHandler``), and
+``ConditioningGapHandler`` during training.
 
 All scores are computed on ``[0, 1]`` intensities from images in ``[-1, 1]``. Pretrained networks (FID
 Inception-v3, LPIPS AlexNet/VGG16) are loaded only from local files; nothing is downloaded.
@@ -11,22 +13,23 @@ from __future__ import annotations
 from monai_lpuwf.metrics.baselines import BASELINE_NAMES, constant_prediction, mean_intensity, score_with_baselines
 from monai_lpuwf.metrics.diagnostics import ConditioningGapHandler
 from monai_lpuwf.metrics.evaluation import (
+    EvaluationReportWriter,
     GenerationEvaluationHandler,
+    constant_baseline,
     fid_extractor,
     optional_lpips,
     training_mean_intensity,
 )
+from monai_lpuwf.metrics.evaluation_parts import (
+    AlignedScoresHandler,
+    DistributionScoresHandler,
+    EvaluationFrame,
+    EvaluationPart,
+    FrameScoresHandler,
+    SeedCheckHandler,
+)
 from monai_lpuwf.metrics.fid import compute_fid_is, frechet_distance_from_features
 from monai_lpuwf.metrics.frame_scores import score_frames
-from monai_lpuwf.metrics.image_scores import (
-    MS_SSIM_WEIGHTS,
-    SCORE_NAMES,
-    compute_image_scores,
-    compute_masked_image_scores,
-    ms_ssim_min_size,
-    ms_ssim_weights_for,
-    to_unit_range,
-)
 from monai_lpuwf.metrics.inception import (
     FID_WEIGHTS_FILENAME,
     FID_WEIGHTS_URL,
@@ -70,6 +73,15 @@ from monai_lpuwf.metrics.spectrum import (
     radial_power_spectrum,
 )
 from monai_lpuwf.metrics.structure import VESSEL_BAND_SIGMAS, detail_ratio, vessel_band, vessel_band_correlation
+from monai_lpuwf.scores import (
+    MS_SSIM_WEIGHTS,
+    SCORE_NAMES,
+    compute_image_scores,
+    compute_masked_image_scores,
+    ms_ssim_min_size,
+    ms_ssim_weights_for,
+    to_unit_range,
+)
 
 __all__ = [
     "VESSEL_BAND_SIGMAS",
@@ -78,6 +90,8 @@ __all__ = [
     "vessel_band_correlation",
     "BASELINE_NAMES", "constant_prediction", "mean_intensity", "score_with_baselines",
     "GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity",
+    "EvaluationReportWriter", "constant_baseline", "EvaluationFrame", "EvaluationPart", "FrameScoresHandler",
+    "AlignedScoresHandler", "DistributionScoresHandler", "SeedCheckHandler",
     "compute_fid_is", "frechet_distance_from_features", "score_frames",
     "MS_SSIM_WEIGHTS", "SCORE_NAMES", "compute_image_scores", "compute_masked_image_scores", "ms_ssim_min_size",
     "ms_ssim_weights_for", "to_unit_range", "FID_WEIGHTS_FILENAME",

@@ -1,7 +1,7 @@
 """Does a trained model beat the trivial predictors and follow its input? The main job's closing table.
 
 :func:`acceptance_checks` reads an evaluation ``summary.json`` (written by
-:class:`~monai_lpuwf.metrics.GenerationEvaluationHandler`) and compares the model with the constant-image and
+:class:`~monai_lpuwf.metrics.EvaluationReportWriter`) and compares the model with the constant-image and
 early-phase predictors and with the real late phases' own cross-input correlation:
 
 =========================== =====================================================================

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 
 from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss
-from monai_lpuwf.metrics.image_scores import compute_image_scores
 from monai_lpuwf.metrics.lesion import compute_lesion_scores, difference_map
 from monai_lpuwf.metrics.lpips import compute_lpips
+from monai_lpuwf.scores import compute_image_scores
 
 __all__ = ["score_frames"]
 
@@ -24,7 +24,7 @@ def score_frames(
     perceptual: OfflinePerceptualLoss | None = None,
     value_range: Sequence[float] | None = (-1.0, 1.0),
 ) -> dict[str, torch.Tensor]:
-    """All per-image scores of ``pred`` against ``target`` (see :mod:`monai_lpuwf.metrics.image_scores`).
+    """All per-image scores of ``pred`` against ``target`` (see :mod:`monai_lpuwf.scores`).
 
     Args:
         pred, target: (B, 1, H, W) generated and real late-phase images in ``value_range``.

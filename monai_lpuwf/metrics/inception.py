@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from monai_lpuwf.metrics.image_scores import to_unit_range
+from monai_lpuwf.scores import to_unit_range
 from monai_lpuwf.weights import resolve_weights_path
 
 __all__ = [

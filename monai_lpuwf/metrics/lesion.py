@@ -3,7 +3,7 @@
 LPUWF-LDM claims better lesions. Lesions in late-phase FA (leakage, staining, non-perfusion) are where the
 early and late phases differ, which is what the Cross-temporal Regional Difference (CTRD) map measures. The
 lesion region of a frame is the top ``top_percent`` % of its difference map within the field of view; the scores
-of :func:`~monai_lpuwf.metrics.image_scores.compute_image_scores` are then computed within that region.
+of :func:`~monai_lpuwf.scores.compute_image_scores` are then computed within that region.
 
 The difference map is an input, so the data layer's ``CrossTemporalDifferenced`` output (key ``"ctrd"``) can be
 passed as is; :func:`difference_map` gives the plain ``|early - late|`` where no such map exists.
@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from monai_lpuwf.metrics.image_scores import compute_image_scores
+from monai_lpuwf.scores import compute_image_scores
 
 __all__ = ["difference_map", "lesion_mask", "compute_lesion_scores"]
 
@@ -76,7 +76,7 @@ def compute_lesion_scores(
         diff_map: (B, 1, H, W) CTRD / ``|early - late|`` map of the *real* early and late phases.
         fov, top_percent: see :func:`lesion_mask`.
         score_kwargs: ``value_range``, ``kernel_size``, ``kernel_sigma``, ``ms_ssim_weights`` of
-            :func:`~monai_lpuwf.metrics.image_scores.compute_image_scores`.
+            :func:`~monai_lpuwf.scores.compute_image_scores`.
 
     Returns:
         dict ``{"psnr", "ssim", "ms_ssim", "mse"}`` of (B,) tensors. SSIM-type scores average the windows centred

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from monai_lpuwf.atomic_write import atomic_path
-from monai_lpuwf.metrics.image_scores import to_unit_range
+from monai_lpuwf.scores import to_unit_range
 
 __all__ = [
     "GRID_COLUMNS",

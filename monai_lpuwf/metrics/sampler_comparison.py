@@ -6,8 +6,8 @@ seeded initial latents (:class:`~monai_lpuwf.inferers.LPUWFSampler`'s per-image 
 - the reference, by default DDPM with the full 1000 training steps (the paper's sampler), ``clip_sample=False``;
 - the real late-phase image, where given: the quality a user sees.
 
-Scores are PSNR, MS-SSIM and SSIM on ``[0, 1]`` intensities (:func:`~monai_lpuwf.metrics.image_scores.
-compute_image_scores`); MS-SSIM uses the scales the image size allows (:func:`~monai_lpuwf.metrics.image_scores.
+Scores are PSNR, MS-SSIM and SSIM on ``[0, 1]`` intensities (:func:`~monai_lpuwf.scores.
+compute_image_scores`); MS-SSIM uses the scales the image size allows (:func:`~monai_lpuwf.scores.
 ms_ssim_weights_for`). Time is the wall-clock time of one sampler call on the whole batch (after a warm-up call)
 divided by the number of images, on the model's device.
 
@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from monai_lpuwf.inferers import LPUWFSampler
-from monai_lpuwf.metrics.image_scores import compute_image_scores, ms_ssim_weights_for
 from monai_lpuwf.metrics.report import save_figure
+from monai_lpuwf.scores import compute_image_scores, ms_ssim_weights_for
 
 __all__ = [
     "SamplerConfig",

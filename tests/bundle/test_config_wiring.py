@@ -152,7 +152,7 @@ def test_seed_check_sampler_component():
     from monai_lpuwf.inferers import LPUWFSampler
 
     files = ["inference.json", "evaluate.json"]
-    key = "evaluation#seed_check_sampler"
+    key = "seed_check#sampler"
     assert _parsed(files, key, seed_check_images=0) is None
     sampler = _parsed(files, key, seed=5, eta="0.5", clip_sample="false", conditioning_scale="2")
     assert isinstance(sampler, LPUWFSampler)

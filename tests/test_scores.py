@@ -1,4 +1,4 @@
-"""Image scores against MONAI's metric classes and closed-form formulas."""
+"""Image scores (:mod:`monai_lpuwf.scores`) against MONAI's metric classes and closed-form formulas."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import pytest
 import torch
 from monai.metrics import MSEMetric, MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
 
-from monai_lpuwf.metrics import (
+import monai_lpuwf.engines
+import monai_lpuwf.metrics
+from monai_lpuwf.scores import (
     MS_SSIM_WEIGHTS,
     compute_image_scores,
+    compute_masked_image_scores,
     ms_ssim_min_size,
     ms_ssim_weights_for,
     to_unit_range,
 )
-from monai_lpuwf.metrics.image_scores import compute_masked_image_scores
 
 
 def _pair(shape=(2, 1, 180, 192), seed=0):
@@ -146,3 +148,10 @@ def test_ms_ssim_weights_follow_monai_size_rule():
         MultiScaleSSIMMetric(spatial_dims=2, data_range=1.0, weights=weights)(x, x)  # MONAI accepts the scales
         with pytest.raises(ValueError):  # one scale more is refused by MONAI
             MultiScaleSSIMMetric(spatial_dims=2, data_range=1.0, weights=MS_SSIM_WEIGHTS[: len(weights) + 1])(x, x)
+
+
+def test_one_definition_shared_by_engines_and_metrics():
+    """The engines' validation metrics and the evaluation use the same functions (not copies)."""
+    assert monai_lpuwf.engines.ms_ssim_min_size is ms_ssim_min_size is monai_lpuwf.metrics.ms_ssim_min_size
+    assert monai_lpuwf.metrics.compute_image_scores is compute_image_scores
+    assert monai_lpuwf.metrics.to_unit_range is to_unit_range

@@ -1,5 +1,9 @@
 """PSNR, SSIM, MS-SSIM and MSE of generated late-phase FA, on the whole frame or within a mask.
 
+Pure functions of tensors (torch and MONAI only), in the layer below the engines and the metrics so both share
+them: the training engines' validation metrics (:func:`monai_lpuwf.engines.image_quality_metrics`) and the
+evaluation (:mod:`monai_lpuwf.metrics`, which re-exports every name here) use the same size rule and weights.
+
 Scores are computed on ``[0, 1]`` intensities (``data_range=1``): network outputs and loaded images live in
 ``[-1, 1]`` and are mapped with :func:`to_unit_range` first (clamped, as an image writer would).
 
