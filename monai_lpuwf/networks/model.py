@@ -39,9 +39,8 @@ class LPUWFModel(nn.Module):
     Attention runs through PyTorch's ``scaled_dot_product_attention`` (MONAI's ``use_flash_attention=True``)
     unless a section sets ``use_flash_attention=False``: the same function without materialising the
     (tokens x tokens) attention matrix. The autoencoder's non-local attention sits at latent resolution, so
-    decoding a whole 853 x 682 frame (216 x 176 latents, 38016 tokens) would otherwise allocate a 5.8 GB matrix;
-    measured on a 2-core CPU with a tiny model at 864 x 704: decode 7.7 s instead of 36.8 s, one denoising step
-    2.0 s instead of 7.4 s. This default is not written into :attr:`config`.
+    decoding a whole 853 x 682 frame (216 x 176 latents, 38016 tokens) would otherwise allocate a 5.8 GB matrix
+    (timings: ``bundle/docs/README.md``). This default is not written into :attr:`config`.
 
     Args:
         spatial_dims: 2 (or 3).

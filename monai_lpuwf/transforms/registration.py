@@ -24,10 +24,9 @@ Speed: with the default ``settings="fast"``, elastix registers the frames averag
 blocks (4: 853 x 682 -> 213 x 170; never below ``MIN_SHRUNK_SIZE`` pixels a side) with a 2-level pyramid, 300
 iterations and 2048 random-coordinate samples per level; the shrunk images keep full-size pixel coordinates as
 physical space (spacing ``shrink``), so the transform found is applied by transformix to the full-size frames.
-The field-of-view masks are computed on the shrunk frames too. On one core: 0.4 s per 853 x 682 late -> early
-pair and 0.8 s for SLO -> FA, versus 2.7 s and 4.1 s with ``settings="legacy"`` (the full-size 4-level settings
-used before; ``benchmarks/bench_data.py`` compares both), with the same mean similarity gains on the real samples
-and a known affine recovered to < 0.1 px. Loading ITK takes tens of seconds once per process; registered results can
+The field-of-view masks are computed on the shrunk frames too. ``settings="legacy"`` keeps the full-size 4-level
+settings used before (``benchmarks/bench_data.py`` compares both; timings in ``bundle/docs/README.md``). Loading
+ITK takes a while once per process; registered results can
 be cached on disk (``RegisterElastixd(cache_dir=...)``, :mod:`monai_lpuwf.data.registration_cache`).
 """
 
