@@ -1,7 +1,7 @@
 """Evaluation of generated late-phase UWF-FA: image scores, FID/IS, LPIPS, lesion scores, spectra, baselines, reports,
 a sampler comparison (:mod:`~monai_lpuwf.metrics.sampler_comparison`), and the Ignite handlers that compute them
 during a run: the evaluation's parts (``FrameScoresHandler``, ``AlignedScoresHandler``, ``DistributionScoresHandler``,
-``SeedCheckHandler``) with their ``EvaluationReportWriter`` (or all in one: ``GenerationEvaluationHandler``), and
+``SeedCheckHandler``) with their ``EvaluationReportWriter``, and
 ``ConditioningGapHandler`` during training.
 
 All scores are computed on ``[0, 1]`` intensities from images in ``[-1, 1]``. Pretrained networks (FID
@@ -14,7 +14,6 @@ from monai_lpuwf.metrics.baselines import BASELINE_NAMES, constant_prediction, m
 from monai_lpuwf.metrics.diagnostics import ConditioningGapHandler
 from monai_lpuwf.metrics.evaluation import (
     EvaluationReportWriter,
-    GenerationEvaluationHandler,
     constant_baseline,
     fid_extractor,
     optional_lpips,
@@ -89,7 +88,7 @@ __all__ = [
     "vessel_band",
     "vessel_band_correlation",
     "BASELINE_NAMES", "constant_prediction", "mean_intensity", "score_with_baselines",
-    "GenerationEvaluationHandler", "fid_extractor", "optional_lpips", "training_mean_intensity",
+    "fid_extractor", "optional_lpips", "training_mean_intensity",
     "EvaluationReportWriter", "constant_baseline", "EvaluationFrame", "EvaluationPart", "FrameScoresHandler",
     "AlignedScoresHandler", "DistributionScoresHandler", "SeedCheckHandler",
     "compute_fid_is", "frechet_distance_from_features", "score_frames",

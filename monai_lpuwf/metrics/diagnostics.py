@@ -1,5 +1,5 @@
 """Training diagnostics: is the diffusion model using its SLO? (an Ignite handler, like
-:class:`~monai_lpuwf.metrics.GenerationEvaluationHandler`)
+:class:`~monai_lpuwf.metrics.FrameScoresHandler`)
 
 :class:`ConditioningGapHandler` measures :func:`monai_lpuwf.metrics.conditioning_gap` on a fixed batch of the
 validation data at the end of each validation run and puts it in the evaluator's metrics

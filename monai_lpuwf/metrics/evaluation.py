@@ -1,5 +1,5 @@
-"""Evaluation of a generation run: the report writer, the evaluation in one handler, and the helpers that build the
-parts' inputs from bundle options.
+"""Evaluation of a generation run: the report writer and the helpers that build the parts' inputs from bundle
+options.
 
 An evaluation is composed of parts (:mod:`monai_lpuwf.metrics.evaluation_parts`: per-frame scores, aligned scores,
 FID/IS and spectra, the seed check), each an Ignite handler that only collects, and
@@ -7,8 +7,6 @@ FID/IS and spectra, the seed check), each an Ignite handler that only collects, 
 ``bundle/configs/evaluate.json`` and, when the run completes, writes
 :class:`~monai_lpuwf.metrics.report.EvaluationReport`'s ``scores.csv`` (the parts' rows), ``summary.json`` (the
 parts' summaries), ``examples.png`` and ``spectrum.png``, then logs the closing lines.
-:class:`GenerationEvaluationHandler` builds the usual parts and the writer from one argument list (the Python API
-before the parts existed).
 
 The helpers :func:`fid_extractor`, :func:`optional_lpips` and :func:`constant_baseline` build the parts' inputs
 from bundle options with messages that name the option to change.
@@ -29,12 +27,8 @@ from monai_lpuwf.data import datalist_from_file, datalist_from_folder
 from monai_lpuwf.losses.perceptual import OfflinePerceptualLoss, perceptual_network_name
 from monai_lpuwf.metrics.baselines import training_mean_intensity
 from monai_lpuwf.metrics.evaluation_parts import (
-    AlignedScoresHandler,
-    DistributionScoresHandler,
     EvaluationFrame,
     EvaluationPart,
-    FrameScoresHandler,
-    SeedCheckHandler,
 )
 from monai_lpuwf.metrics.inception import INCEPTION_WEIGHTS_ENV, InceptionFeatureExtractor
 from monai_lpuwf.metrics.report import EvaluationReport
@@ -42,7 +36,6 @@ from monai_lpuwf.networks import ModelFile
 
 __all__ = [
     "EvaluationReportWriter",
-    "GenerationEvaluationHandler",
     "constant_baseline",
     "fid_extractor",
     "optional_lpips",
@@ -261,88 +254,3 @@ class EvaluationReportWriter(EvaluationPart):
             f"; generated images in {self.generated_dir}" if self.generated_dir else "",
         )
         return self.paths
-
-
-class GenerationEvaluationHandler:
-    """The usual evaluation in one handler: :class:`~monai_lpuwf.metrics.evaluation_parts.FrameScoresHandler`,
-    :class:`~monai_lpuwf.metrics.evaluation_parts.DistributionScoresHandler`,
-    :class:`~monai_lpuwf.metrics.evaluation_parts.SeedCheckHandler` and (with ``align``)
-    :class:`~monai_lpuwf.metrics.evaluation_parts.AlignedScoresHandler`, written by an
-    :class:`EvaluationReportWriter`; the same report as ``bundle/configs/evaluate.json``, which lists the parts.
-
-    Args:
-        output_dir, scored, settings, max_examples, protected, generated_dir: of :class:`EvaluationReportWriter`.
-        constant_value, constant_source, top_percent, perceptual: of the frame scores (``top_percent`` and
-            ``perceptual`` also of the aligned scores).
-        inception, spectrum_bins, is_splits: of the distribution scores.
-        network, seed_check_sampler, seed_check_images, sensitivity_size: the seed check's ``network``,
-            ``sampler``, ``images`` and ``sensitivity_size``.
-        align: also score the model and the early phase after aligning them onto the real late frame.
-        id_root, pred_key, late_key, early_key, slo_key, std_key, fov_key: of every part.
-
-    Attributes:
-        parts: ``{"frame_scores", "distributions", "seed_check"[, "aligned_scores"]}``.
-        writer: the :class:`EvaluationReportWriter`.
-    """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        constant_value: float | None = None,
-        top_percent: float = 10.0,
-        inception: InceptionFeatureExtractor | None = None,
-        perceptual: Any = None,
-        spectrum_bins: int = 64,
-        max_examples: int = 8,
-        is_splits: int = 1,
-        id_root: str | os.PathLike = "",
-        protected: Iterable[str | os.PathLike] = (),
-        settings: Mapping[str, Any] | None = None,
-        scored: str | None = None,
-        constant_source: str | None = None,
-        generated_dir: str | os.PathLike | None = None,
-        network: Any = None,
-        seed_check_sampler: Any = None,
-        seed_check_images: int = 8,
-        sensitivity_size: int = 128,
-        align: bool = True,
-        pred_key: str = "pred",
-        late_key: str = "late",
-        early_key: str = "early",
-        slo_key: str = "slo",
-        std_key: str = "pred_std",
-        fov_key: str = "fov",
-    ) -> None:
-        common = {"id_root": id_root, "pred_key": pred_key, "late_key": late_key, "early_key": early_key,
-                  "slo_key": slo_key, "std_key": std_key, "fov_key": fov_key}  # fmt: skip
-        self.parts: dict[str, EvaluationPart] = {
-            "frame_scores": FrameScoresHandler(constant_value, constant_source, top_percent, perceptual, **common),
-            "distributions": DistributionScoresHandler(constant_value, inception, spectrum_bins, is_splits, **common),
-            "seed_check": SeedCheckHandler(network, seed_check_sampler, seed_check_images, sensitivity_size, **common),
-        }
-        if align:
-            self.parts["aligned_scores"] = AlignedScoresHandler(top_percent, perceptual, **common)
-        self.writer = EvaluationReportWriter(
-            output_dir, list(self.parts.values()), scored, settings, max_examples, protected, generated_dir, **common
-        )
-
-    @property
-    def report(self) -> EvaluationReport:
-        return self.writer.report
-
-    @property
-    def paths(self) -> dict[str, Path]:
-        return self.writer.paths
-
-    def attach(self, engine: Any) -> None:
-        self.writer.attach(engine)
-
-    def add_item(self, item: Mapping[str, Any]) -> None:
-        """Collect one frame (a dict with ``pred``, ``late`` and optionally ``early``, ``fov``, ``slo``, ``pred_std``)
-        in every part and the writer."""
-        for part in (*self.parts.values(), self.writer):
-            part.add_item(item)
-
-    def completed(self, engine: Any = None) -> dict[str, Path]:
-        """Write the report files; returns their paths."""
-        return self.writer.completed(engine)

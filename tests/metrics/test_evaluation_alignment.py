@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from monai_lpuwf.data import render_phantom
-from monai_lpuwf.metrics import GenerationEvaluationHandler
+from monai_lpuwf.metrics import AlignedScoresHandler, EvaluationReportWriter, FrameScoresHandler
 from monai_lpuwf.metrics.acceptance import format_acceptance
 
 
@@ -22,9 +22,11 @@ def test_aligned_rows_and_vessel_correlation(tmp_path):
     early = torch.as_tensor(ph["early"] * 2 - 1)[None].float()
     pred = torch.roll(late, shifts=(9, -12), dims=(-2, -1))
     fov = torch.as_tensor(ph["fov"])[None, None].float()
-    handler = GenerationEvaluationHandler(tmp_path / "report", constant_value=-0.5, max_examples=1)
-    handler.add_item({"pred": pred[0], "late": late[0], "early": early[0], "fov": fov[0]})
-    handler.completed()
+    parts = [FrameScoresHandler(constant_value=-0.5), AlignedScoresHandler()]
+    writer = EvaluationReportWriter(tmp_path / "report", parts, max_examples=1)
+    for part in (*parts, writer):
+        part.add_item({"pred": pred[0], "late": late[0], "early": early[0], "fov": fov[0]})
+    writer.completed()
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     scores = summary["scores"]
     assert {"model", "model_aligned", "early", "early_aligned", "constant"} <= set(scores)
