@@ -51,7 +51,9 @@ RESIDUAL = ["common.json", "train_residual.json"]
 INFER = ["inference.json"]
 SCORE = ["inference.json", "evaluate.json"]
 
-# --- quickstart.sh before the recipe (its dry runs at 509e4c4), command by command: run id, configs, overrides
+# --- quickstart.sh before the recipe (its dry runs at 509e4c4), command by command: run id, configs, overrides;
+# since then the prior and residual stages record flip averaging in their model files (FLIP)
+FLIP = {"sampling_recommendation": {"flip_average": True}}
 Q64 = {"bundle_root": ROOT, "num_phantoms": 64, "phantom_size": [64, 64]}
 Q32 = {"bundle_root": ROOT, "num_phantoms": 64, "phantom_size": [32, 32]}
 QT64 = {**Q64, "preset": "small", "image_size": [64, 64], "log_interval": 50}
@@ -69,8 +71,8 @@ QUICKSTART = [
     (None, SCORE, {**Q64, "num_inference_steps": 25, "conditioning_scale": 2.0, **QSCORE}),
 ]  # fmt: skip
 QUICKSTART_RESIDUAL = [
-    ("training", PRIOR, {**QT64, "max_epochs": 250, "val_interval": 250}),
-    ("training", RESIDUAL, {**QT64, "max_epochs": 25, "val_interval": 25}),
+    ("training", PRIOR, {**FLIP, **QT64, "max_epochs": 250, "val_interval": 250}),
+    ("training", RESIDUAL, {**FLIP, **QT64, "max_epochs": 25, "val_interval": 25}),
     (None, INFER, {**Q64, **Q_RESIDUAL_MODEL, "num_inference_steps": 10}),
     (None, SCORE, {**Q64, **QSCORE, **Q_RESIDUAL_MODEL, "num_inference_steps": 10}),
 ]
@@ -91,8 +93,8 @@ QUICKSTART_ENV = [
 # QUICKSTART_METHOD=residual QUICKSTART_SIZE=32 QUICKSTART_EPOCHS_PRIOR=9 QUICKSTART_EPOCHS_RESIDUAL=8
 # QUICKSTART_STEPS=3
 QUICKSTART_RESIDUAL_ENV = [
-    ("training", PRIOR, {**QT32, "max_epochs": 9, "val_interval": 250}),
-    ("training", RESIDUAL, {**QT32, "max_epochs": 8, "val_interval": 25}),
+    ("training", PRIOR, {**FLIP, **QT32, "max_epochs": 9, "val_interval": 250}),
+    ("training", RESIDUAL, {**FLIP, **QT32, "max_epochs": 8, "val_interval": 25}),
     (None, INFER, {**Q32, **Q_RESIDUAL_MODEL, "num_inference_steps": 3}),
     (None, SCORE, {**Q32, **QSCORE, **Q_RESIDUAL_MODEL, "num_inference_steps": 3}),
 ]
@@ -126,8 +128,8 @@ REAL = [
     (None, SCORE, RE),
 ]  # fmt: skip
 REAL_RESIDUAL = [
-    ("training", PRIOR, {**RT, "max_epochs": 800, "val_interval": 800, "train_batch_size": 8}),
-    ("training", RESIDUAL, {**RT, "max_epochs": 600, "val_interval": 600, "train_batch_size": 4}),
+    ("training", PRIOR, {**FLIP, **RT, "max_epochs": 800, "val_interval": 800, "train_batch_size": 8}),
+    ("training", RESIDUAL, {**FLIP, **RT, "max_epochs": 600, "val_interval": 600, "train_batch_size": 4}),
     (None, SCORE, R_PRIOR_SCORE),
     (None, SCORE, R_RESIDUAL_SCORE),
 ]

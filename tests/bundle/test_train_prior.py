@@ -30,6 +30,7 @@ def test_prior_then_residual_then_generation(tmp_path, bundle):
     _train(root, ["train_prior.json"], prior_overrides=TINY_PRIOR, prior_band_weight=0.5)  # the band term runs
     prior_file = bundle.load_checkpoint(root / "models" / "model_prior.pt")
     assert prior_file["config"]["model_class"] == "prior" and "data_stats" in prior_file
+    assert prior_file["sampling"] == {"flip_average": True}  # generation averages the prior over the SLO's flips
     prior = ModelFile.load(root / "models" / "model_prior.pt").build()
     assert isinstance(prior, SupervisedPrior)
 
@@ -42,6 +43,7 @@ def test_prior_then_residual_then_generation(tmp_path, bundle):
     for key, value in prior.state_dict().items():
         assert torch.equal(model.prior.state_dict()[key], value), key
     assert float(model.residual_scale) != 1.0
+    assert ModelFile.load(root / "models" / "model_residual.pt").sampling == {"flip_average": True}
 
     outputs = {}
     for name, path, extra in (("prior", "model_prior.pt", {}), ("residual", "model_residual.pt",
