@@ -10,7 +10,8 @@ On the main job's phantoms (``bundle/scripts/quickstart.sh``: 64 phantoms of 64 
 - ``residual``: :class:`~monai_lpuwf.networks.ResidualDiffusionModel` on that prior, its pixel-space denoiser
   trained through :class:`~monai_lpuwf.engines.LatentDiffusionTrainer` with
   :class:`~monai_lpuwf.engines.ResidualDiffusionPrepareBatch`; sampled with 1, 4 and 16 draws averaged
-  (``residual_n1`` ...), and a step-count sweep on one draw;
+  (``residual_n1`` ...) as the main job samples it (``t_start`` 350 from the flip-averaged prior, :data:`RECIPE`),
+  and a step-count sweep on one draw; ``prior_flip``: the prior averaged over the four flips of the SLO;
 - ``small``: the main job's latent recipe (stages 1-2 with the bundle's own commands, stages 3-4 in-process as
   ``recipe_study.py`` does: sample prediction, ControlNet x3, 900 + 300 iterations, control strength 2);
 - ``BasicUNet``: the ablation's competitor (``ablation.train_competitor``: a plain L1 loop, Adam 1e-3, batches of
@@ -70,7 +71,7 @@ from monai_lpuwf.networks import ModelFile, build_model, build_prior, build_resi
 ROOT = Path(__file__).resolve().parents[1]
 #: the main job's schedule for the prior and the residual model (bundle/configs/recipes/cpu.json)
 RECIPE = {
-    "prior_iters": 800,
+    "prior_iters": 1500,
     "prior_batch": 8,
     "prior_lr": 2e-3,
     "prior_band_weight": 0.0,
@@ -80,7 +81,8 @@ RECIPE = {
     "residual_lr": 1e-3,
     "residual_warmup": 50,
     "steps": 10,
-    "t_start": None,
+    "t_start": 350,
+    "flip_average": True,
     "competitor_batch": 8,
     "competitor_iters": None,
 }
@@ -214,10 +216,13 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
         budget += t_prior
         pred = LPUWFSampler(num_samples=1)(slo, prior)["pred"]
         save(work, "prior", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_prior}, pred)
+        pred = LPUWFSampler(flip_average=True)(slo, prior)["pred"]  # the four flips of the SLO averaged
+        save(work, "prior_flip", seed, {**score(pred, batch, train_mean, other_seed=pred), "train_s": t_prior}, pred)
     if "residual" in arms:
         model, t_res = train_residual(prior, train, size, seed, cfg, device)
         budget += t_res
-        sampler = {"num_inference_steps": cfg["steps"], "t_start": cfg["t_start"]}
+        sampler = {"num_inference_steps": cfg["steps"], "t_start": cfg["t_start"],
+                   "flip_average": cfg["flip_average"]}  # fmt: skip
         for n in (1, 4, 16):
             preds = [LPUWFSampler(num_samples=n, seed=s, **sampler)(slo, model)["pred"] for s in (seed, seed + 1000)]
             res = score(preds[0], batch, train_mean, other_seed=preds[1])
@@ -254,7 +259,17 @@ def run_seed(work: Path, seed: int, size: int, arms: list[str], cfg: dict, devic
              preds[0])  # fmt: skip
 
 
-ORDER = ["prior", "prior_band", "residual_n1", "residual_n4", "residual_n16", "small", "BasicUNet", "BasicUNet_iters"]
+ORDER = [
+    "prior",
+    "prior_flip",
+    "prior_band",
+    "residual_n1",
+    "residual_n4",
+    "residual_n16",
+    "small",
+    "BasicUNet",
+    "BasicUNet_iters",
+]
 COLUMNS = [
     ("PSNR", ("scores", "model", "psnr")),
     ("PSNR fov", ("scores", "model", "psnr_fov")),

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Main job of the LPUWF-LDM bundle: train the small preset through the four stages on synthetic phantoms, then
-# generate late-phase FA for the held-out phantoms. About 10 minutes on a 2-core CPU; progress bars and losses
-# are printed as it goes, TensorBoard logs go to <bundle_root>/eval/<stage>.
+# Main job of the LPUWF bundle: on synthetic phantoms, train the supervised prior (MONAI BasicUNet, SLO -> late) and
+# a pixel-space diffusion model on its residual, then generate late-phase FA for the held-out phantoms and score
+# them beside the constant-image and early-phase predictors. About 10 minutes on a 2-core CPU; progress bars and
+# losses are printed as it goes, TensorBoard logs go to <bundle_root>/eval/<stage>.
 #
 #   bash bundle/scripts/quickstart.sh                  # writes into bundle/ (models/, eval/, work/)
 #   BUNDLE_ROOT=/tmp/lpuwf bash bundle/scripts/quickstart.sh
 #   bash bundle/scripts/quickstart.sh --seed 1                 # extra overrides go to every training stage
 #                                  (--seed: training noise; --data_seed: the phantoms and their split)
+#   QUICKSTART_METHOD=latent bash bundle/scripts/quickstart.sh # the paper's method: the four latent stages
 #   QUICKSTART_DRY_RUN=1 bash bundle/scripts/quickstart.sh     # print the commands only
 #
 # Each step is one plain `python -m monai.bundle run` command (the same commands as in bundle/docs/README.md),
@@ -14,11 +16,11 @@
 # 64 x 64, per-stage epochs, learning rates and batch sizes, sampling and scoring settings) is the overlay
 # configs/recipes/cpu.json, last in every command's config list. The variables below change one setting each, as
 # a command-line override (it wins over the configs) passed only when set: QUICKSTART_SIZE (phantoms and training
-# size), QUICKSTART_EPOCHS_1 ... _4 / _PRIOR / _RESIDUAL, QUICKSTART_STEPS (sampling steps),
-# QUICKSTART_CONDITIONING_SCALE (control strength: sampled at, recorded in the model file by stage 4),
-# QUICKSTART_CONTROLNET_LR_MULT (the ControlNet's learning-rate multiplier, stages 3-4). PyTorch threads: the
-# project's default (monai_lpuwf.threads: half the CPUs, 1 on 2 cores); OMP_NUM_THREADS=N or --num_threads N.
-# The generated images end up in <bundle_root>/work/output/*_late.png.
+# size), QUICKSTART_EPOCHS_PRIOR / _RESIDUAL (and _1 ... _4 for the latent stages), QUICKSTART_STEPS (sampling
+# steps), QUICKSTART_CONDITIONING_SCALE (latent: control strength, sampled at and recorded in the model file by
+# stage 4), QUICKSTART_CONTROLNET_LR_MULT (latent: the ControlNet's learning-rate multiplier, stages 3-4). PyTorch
+# threads: the project's default (monai_lpuwf.threads: half the CPUs, 1 on 2 cores); OMP_NUM_THREADS=N or
+# --num_threads N. The generated images end up in <bundle_root>/work/output/*_late.png.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,11 +43,11 @@ DRY_RUN="${QUICKSTART_DRY_RUN:-}"
 source "$BUNDLE_DIR/scripts/bundle_step.sh"
 
 start_all=$SECONDS
-# QUICKSTART_METHOD=residual: the supervised prior (train_prior.json) and diffusion on its residual
-# (train_residual.json) instead of the four latent stages, then the same generation and scoring of
-# models/model_residual.pt (--method residual; bundle/docs/README.md, "A supervised prior refined by diffusion");
-# opt-in until the multi-seed study shows it wins at this budget
-if [[ "${QUICKSTART_METHOD:-latent}" == "residual" ]]; then
+# the default method: the supervised prior (train_prior.json) and diffusion on its residual (train_residual.json),
+# generated from the flip-averaged prior noised to t = 350 (the model file's recommendation) and scored
+# (--method residual; bundle/docs/README.md, "A supervised prior refined by diffusion"); QUICKSTART_METHOD=latent:
+# the four latent stages of the paper's method
+if [[ "${QUICKSTART_METHOD:-residual}" == "residual" ]]; then
     step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
         --config_file "$(configs common.json train_prior.json $RECIPE)" "${TRAIN[@]}" \
         ${QUICKSTART_EPOCHS_PRIOR:+--max_epochs "$QUICKSTART_EPOCHS_PRIOR"} "$@"
@@ -57,10 +59,21 @@ if [[ "${QUICKSTART_METHOD:-latent}" == "residual" ]]; then
     step "[4/4] score the held-out phantoms beside the constant-image and early-phase predictors" \
         --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}" --method residual
     if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
+    echo
+    echo "Scores of the held-out phantoms ($BUNDLE_ROOT/eval/report/summary.json):"
     "$PYTHON" -m monai_lpuwf.metrics.acceptance "$BUNDLE_ROOT/eval/report/summary.json" || true
-    echo "Outputs (total $((SECONDS - start_all)) s): $BUNDLE_ROOT/models/model_residual.pt (prior alone, fast mode:" \
-        "model_prior.pt), $BUNDLE_ROOT/work/output/, $BUNDLE_ROOT/eval/report/"
+    echo
+    echo "Outputs of the main job (total $((SECONDS - start_all)) s):"
+    echo "  trained model:      $BUNDLE_ROOT/models/model_residual.pt (the prior alone, one forward pass:" \
+        "$BUNDLE_ROOT/models/model_prior.pt)"
+    echo "  generated images:   $BUNDLE_ROOT/work/output/"
+    echo "  scores and montage: $BUNDLE_ROOT/eval/report/ (scores.csv, summary.json, examples.png: SLO | generated | real)"
+    echo "  TensorBoard logs:   $BUNDLE_ROOT/eval/<stage> (tensorboard --logdir $BUNDLE_ROOT/eval)"
     exit 0
+fi
+if [[ "${QUICKSTART_METHOD}" != "latent" ]]; then
+    echo "QUICKSTART_METHOD=${QUICKSTART_METHOD}: use residual (the default) or latent." >&2
+    exit 2
 fi
 step "[1/6] FA autoencoder (L1 + KL + adversarial)" training \
     --config_file "$(configs common.json train_autoencoder.json $RECIPE)" "${TRAIN[@]}" \
@@ -76,9 +89,9 @@ step "[4/6] late-phase fine-tuning with the CTRD loss" training \
     ${QUICKSTART_EPOCHS_4:+--max_epochs "$QUICKSTART_EPOCHS_4"} \
     ${CS:+--sampling_recommendation "{'conditioning_scale': $CS}"} "$@"
 step "[5/6] generate late-phase FA for the held-out phantoms" \
-    --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}"
+    --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}" --method latent
 step "[6/6] score the held-out phantoms beside the constant-image and early-phase predictors" \
-    --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}"
+    --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}" --method latent
 
 if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
 echo

@@ -52,8 +52,10 @@ INFER = ["inference.json"]
 SCORE = ["inference.json", "evaluate.json"]
 
 # --- quickstart.sh before the recipe (its dry runs at 509e4c4), command by command: run id, configs, overrides;
-# since then the prior and residual stages record flip averaging in their model files (FLIP)
+# since then the prior and residual stages record flip averaging (and the residual its start, t = 350) in their
+# model files (FLIP, FLIP_T)
 FLIP = {"sampling_recommendation": {"flip_average": True}}
+FLIP_T = {"sampling_recommendation": {"flip_average": True, "t_start": 350}}
 Q64 = {"bundle_root": ROOT, "num_phantoms": 64, "phantom_size": [64, 64]}
 Q32 = {"bundle_root": ROOT, "num_phantoms": 64, "phantom_size": [32, 32]}
 QT64 = {**Q64, "preset": "small", "image_size": [64, 64], "log_interval": 50}
@@ -72,7 +74,7 @@ QUICKSTART = [
 ]  # fmt: skip
 QUICKSTART_RESIDUAL = [
     ("training", PRIOR, {**FLIP, **QT64, "max_epochs": 250, "val_interval": 250}),
-    ("training", RESIDUAL, {**FLIP, **QT64, "max_epochs": 25, "val_interval": 25}),
+    ("training", RESIDUAL, {**FLIP_T, **QT64, "max_epochs": 25, "val_interval": 25}),
     (None, INFER, {**Q64, **Q_RESIDUAL_MODEL, "num_inference_steps": 10}),
     (None, SCORE, {**Q64, **QSCORE, **Q_RESIDUAL_MODEL, "num_inference_steps": 10}),
 ]
@@ -94,7 +96,7 @@ QUICKSTART_ENV = [
 # QUICKSTART_STEPS=3
 QUICKSTART_RESIDUAL_ENV = [
     ("training", PRIOR, {**FLIP, **QT32, "max_epochs": 9, "val_interval": 250}),
-    ("training", RESIDUAL, {**FLIP, **QT32, "max_epochs": 8, "val_interval": 25}),
+    ("training", RESIDUAL, {**FLIP_T, **QT32, "max_epochs": 8, "val_interval": 25}),
     (None, INFER, {**Q32, **Q_RESIDUAL_MODEL, "num_inference_steps": 3}),
     (None, SCORE, {**Q32, **QSCORE, **Q_RESIDUAL_MODEL, "num_inference_steps": 3}),
 ]
@@ -129,7 +131,7 @@ REAL = [
 ]  # fmt: skip
 REAL_RESIDUAL = [
     ("training", PRIOR, {**FLIP, **RT, "max_epochs": 800, "val_interval": 800, "train_batch_size": 8}),
-    ("training", RESIDUAL, {**FLIP, **RT, "max_epochs": 600, "val_interval": 600, "train_batch_size": 4}),
+    ("training", RESIDUAL, {**FLIP_T, **RT, "max_epochs": 600, "val_interval": 600, "train_batch_size": 4}),
     (None, SCORE, R_PRIOR_SCORE),
     (None, SCORE, R_RESIDUAL_SCORE),
 ]
@@ -163,11 +165,13 @@ REAL_EXTRA = [
 ]  # fmt: skip
 
 SCENARIOS = {
-    "quickstart": ("quickstart.sh", {}, [], QUICKSTART),
+    "quickstart": ("quickstart.sh", {}, [], QUICKSTART_RESIDUAL),  # the residual method is the default
     "quickstart-residual": ("quickstart.sh", {"QUICKSTART_METHOD": "residual"}, [], QUICKSTART_RESIDUAL),
+    "quickstart-latent": ("quickstart.sh", {"QUICKSTART_METHOD": "latent"}, [], QUICKSTART),
     "quickstart-env": (
         "quickstart.sh",
-        {"QUICKSTART_SIZE": "32", "QUICKSTART_EPOCHS_1": "2", "QUICKSTART_EPOCHS_2": "3", "QUICKSTART_EPOCHS_3": "4",
+        {"QUICKSTART_METHOD": "latent", "QUICKSTART_SIZE": "32", "QUICKSTART_EPOCHS_1": "2", "QUICKSTART_EPOCHS_2": "3",
+         "QUICKSTART_EPOCHS_3": "4",
          "QUICKSTART_EPOCHS_4": "5", "QUICKSTART_STEPS": "7", "QUICKSTART_CONDITIONING_SCALE": "1.5",
          "QUICKSTART_CONTROLNET_LR_MULT": "6.0"},
         ["--seed", "1"],
@@ -181,7 +185,8 @@ SCENARIOS = {
         QUICKSTART_RESIDUAL_ENV,
     ),
     "quickstart-extra": (
-        "quickstart.sh", {}, ["--seed", "3", "--max_epochs", "2", "--phantom_size", "[48,48]"], QUICKSTART_EXTRA
+        "quickstart.sh", {"QUICKSTART_METHOD": "latent"}, ["--seed", "3", "--max_epochs", "2", "--phantom_size",
+                                                            "[48,48]"], QUICKSTART_EXTRA
     ),
     "real": ("real_cpu.sh", {}, [], REAL),
     "real-residual": ("real_cpu.sh", {"REAL_METHOD": "residual"}, [], REAL_RESIDUAL),
