@@ -43,7 +43,7 @@ def test_prior_then_residual_then_generation(tmp_path, bundle):
     for key, value in prior.state_dict().items():
         assert torch.equal(model.prior.state_dict()[key], value), key
     assert float(model.residual_scale) != 1.0
-    assert ModelFile.load(root / "models" / "model_residual.pt").sampling == {"flip_average": True}
+    assert ModelFile.load(root / "models" / "model_residual.pt").sampling == {"flip_average": True, "t_start": 350}
 
     outputs = {}
     for name, path, extra in (("prior", "model_prior.pt", {}), ("residual", "model_residual.pt",
