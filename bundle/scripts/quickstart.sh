@@ -47,51 +47,44 @@ start_all=$SECONDS
 # generated from the flip-averaged prior noised to t = 350 (the model file's recommendation) and scored
 # (--method residual; bundle/docs/README.md, "A supervised prior refined by diffusion"); QUICKSTART_METHOD=latent:
 # the four latent stages of the paper's method
-if [[ "${QUICKSTART_METHOD:-residual}" == "residual" ]]; then
+METHOD="${QUICKSTART_METHOD:-residual}"
+case "$METHOD" in
+residual)
+    N=4
     step "[1/4] supervised prior (BasicUNet, SLO -> late, L1)" training \
         --config_file "$(configs common.json train_prior.json $RECIPE)" "${TRAIN[@]}" \
         ${QUICKSTART_EPOCHS_PRIOR:+--max_epochs "$QUICKSTART_EPOCHS_PRIOR"} "$@"
     step "[2/4] diffusion on the prior's residual (pixel space)" training \
         --config_file "$(configs common.json train_residual.json $RECIPE)" "${TRAIN[@]}" \
         ${QUICKSTART_EPOCHS_RESIDUAL:+--max_epochs "$QUICKSTART_EPOCHS_RESIDUAL"} "$@"
-    step "[3/4] generate late-phase FA for the held-out phantoms" \
-        --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}" --method residual
-    step "[4/4] score the held-out phantoms beside the constant-image and early-phase predictors" \
-        --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}" --method residual
-    if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
-    echo
-    echo "Scores of the held-out phantoms ($BUNDLE_ROOT/eval/report/summary.json):"
-    "$PYTHON" -m monai_lpuwf.metrics.acceptance "$BUNDLE_ROOT/eval/report/summary.json" || true
-    echo
-    echo "Outputs of the main job (total $((SECONDS - start_all)) s):"
-    echo "  trained model:      $BUNDLE_ROOT/models/model_residual.pt (the prior alone, one forward pass:" \
-        "$BUNDLE_ROOT/models/model_prior.pt)"
-    echo "  generated images:   $BUNDLE_ROOT/work/output/"
-    echo "  scores and montage: $BUNDLE_ROOT/eval/report/ (scores.csv, summary.json, examples.png: SLO | generated | real)"
-    echo "  TensorBoard logs:   $BUNDLE_ROOT/eval/<stage> (tensorboard --logdir $BUNDLE_ROOT/eval)"
-    exit 0
-fi
-if [[ "${QUICKSTART_METHOD}" != "latent" ]]; then
-    echo "QUICKSTART_METHOD=${QUICKSTART_METHOD}: use residual (the default) or latent." >&2
+    MODEL="$BUNDLE_ROOT/models/model_residual.pt (the prior alone, one forward pass: $BUNDLE_ROOT/models/model_prior.pt)"
+    ;;
+latent)
+    N=6
+    step "[1/6] FA autoencoder (L1 + KL + adversarial)" training \
+        --config_file "$(configs common.json train_autoencoder.json $RECIPE)" "${TRAIN[@]}" \
+        ${QUICKSTART_EPOCHS_1:+--max_epochs "$QUICKSTART_EPOCHS_1"} "$@"
+    step "[2/6] gated SLO encoder (FA autoencoder frozen)" training \
+        --config_file "$(configs common.json train_autoencoder.json train_condition_encoder.json $RECIPE)" \
+        "${TRAIN[@]}" ${QUICKSTART_EPOCHS_2:+--max_epochs "$QUICKSTART_EPOCHS_2"} "$@"
+    step "[3/6] early-phase latent diffusion (U-Net + ControlNet)" training \
+        --config_file "$(configs common.json train_diffusion.json $RECIPE)" "${TRAIN[@]}" "${LR_MULT[@]}" \
+        ${QUICKSTART_EPOCHS_3:+--max_epochs "$QUICKSTART_EPOCHS_3"} "$@"
+    step "[4/6] late-phase fine-tuning with the CTRD loss" training \
+        --config_file "$(configs common.json train_diffusion.json train_late.json $RECIPE)" "${TRAIN[@]}" \
+        "${LR_MULT[@]}" ${QUICKSTART_EPOCHS_4:+--max_epochs "$QUICKSTART_EPOCHS_4"} \
+        ${CS:+--sampling_recommendation "{'conditioning_scale': $CS}"} "$@"
+    MODEL="$BUNDLE_ROOT/models/model.pt (stage weights and checkpoints: $BUNDLE_ROOT/models/)"
+    ;;
+*)
+    echo "QUICKSTART_METHOD=$METHOD: use residual (the default) or latent." >&2
     exit 2
-fi
-step "[1/6] FA autoencoder (L1 + KL + adversarial)" training \
-    --config_file "$(configs common.json train_autoencoder.json $RECIPE)" "${TRAIN[@]}" \
-    ${QUICKSTART_EPOCHS_1:+--max_epochs "$QUICKSTART_EPOCHS_1"} "$@"
-step "[2/6] gated SLO encoder (FA autoencoder frozen)" training \
-    --config_file "$(configs common.json train_autoencoder.json train_condition_encoder.json $RECIPE)" "${TRAIN[@]}" \
-    ${QUICKSTART_EPOCHS_2:+--max_epochs "$QUICKSTART_EPOCHS_2"} "$@"
-step "[3/6] early-phase latent diffusion (U-Net + ControlNet)" training \
-    --config_file "$(configs common.json train_diffusion.json $RECIPE)" "${TRAIN[@]}" "${LR_MULT[@]}" \
-    ${QUICKSTART_EPOCHS_3:+--max_epochs "$QUICKSTART_EPOCHS_3"} "$@"
-step "[4/6] late-phase fine-tuning with the CTRD loss" training \
-    --config_file "$(configs common.json train_diffusion.json train_late.json $RECIPE)" "${TRAIN[@]}" "${LR_MULT[@]}" \
-    ${QUICKSTART_EPOCHS_4:+--max_epochs "$QUICKSTART_EPOCHS_4"} \
-    ${CS:+--sampling_recommendation "{'conditioning_scale': $CS}"} "$@"
-step "[5/6] generate late-phase FA for the held-out phantoms" \
-    --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}" --method latent
-step "[6/6] score the held-out phantoms beside the constant-image and early-phase predictors" \
-    --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}" --method latent
+    ;;
+esac
+step "[$((N - 1))/$N] generate late-phase FA for the held-out phantoms" \
+    --config_file "$(configs inference.json $RECIPE)" "${INFER[@]}" --method "$METHOD"
+step "[$N/$N] score the held-out phantoms beside the constant-image and early-phase predictors" \
+    --config_file "$(configs inference.json evaluate.json $RECIPE)" "${INFER[@]}" --method "$METHOD"
 
 if [[ -n "${QUICKSTART_DRY_RUN:-}" ]]; then exit 0; fi
 echo
@@ -102,7 +95,7 @@ echo "Generated late-phase images ($BUNDLE_ROOT/work/output):"
 ls -1 "$BUNDLE_ROOT/work/output"
 echo
 echo "Outputs of the main job (total $((SECONDS - start_all)) s):"
-echo "  trained model:      $BUNDLE_ROOT/models/model.pt (stage weights and checkpoints: $BUNDLE_ROOT/models/)"
+echo "  trained model:      $MODEL"
 echo "  generated images:   $BUNDLE_ROOT/work/output/"
 echo "  scores and montage: $BUNDLE_ROOT/eval/report/ (scores.csv, summary.json, examples.png: SLO | generated | real)"
 echo "  TensorBoard logs:   $BUNDLE_ROOT/eval/<stage> (tensorboard --logdir $BUNDLE_ROOT/eval)"
