@@ -254,19 +254,15 @@ def uwf_inference_transforms(
     if not keys:
         raise ValueError("uwf_inference_transforms: keys must name at least the SLO key, e.g. ('slo',).")
     xforms: list = [LoadUWFImaged(keys=keys, allow_missing_keys=allow_missing_keys, **dict(load_kwargs or {}))]
-    check = []
-    if training_scale is not None and slo_key in keys:
-        check = [CheckTrainingScaled(slo_key, training_scale, tolerance=scale_tolerance,
-                                     allow_missing_keys=allow_missing_keys)]  # fmt: skip
-    if resize_to is None:
-        xforms += check
     if sharpen and slo_key in keys:
         xforms.append(UnsharpMaskd(keys=slo_key, allow_missing_keys=allow_missing_keys, **dict(sharpen_kwargs or {})))
     if resize_to is not None and slo_key in keys:  # as training: sharpened at the native size, then resized
         size = tuple(int(v) for v in ensure_tuple_rep(resize_to, 2))
         xforms.append(Resized(keys=slo_key, spatial_size=size, mode="bilinear", anti_aliasing=True,
                               allow_missing_keys=allow_missing_keys))  # fmt: skip
-        xforms += check  # the size the model sees
+    if training_scale is not None and slo_key in keys:  # the SLO as the model sees it (size; colour is kept)
+        xforms.append(CheckTrainingScaled(slo_key, training_scale, tolerance=scale_tolerance,
+                                          allow_missing_keys=allow_missing_keys))  # fmt: skip
     xforms.append(
         DivisiblePadd(keys=keys, k=divisor, mode="constant", value=-1.0, allow_missing_keys=allow_missing_keys)
     )

@@ -147,13 +147,23 @@ def test_perceptual_loss_component(tmp_path):
     assert isinstance(loss, OfflinePerceptualLoss) and loss.network == "alexnet"
 
 
-def test_seed_check_sampler_component():
-    """evaluate.json's seed-check sampler: None without seed-check images, else the inference settings, offset seed."""
+def test_seed_check_sampler_component(tmp_path):
+    """evaluate.json's seed-check sampler: None without seed-check images, else the generator's own sampling settings
+    (the model file's recommendations and the command line's, one place) with the seed offset."""
     from monai_lpuwf.inferers import LPUWFSampler
+    from monai_lpuwf.networks import ModelFile, build_residual_model
 
+    model_path = tmp_path / "model_residual.pt"
+    recommended = {"t_start": 350, "flip_average": True, "num_inference_steps": 10}
+    ModelFile.from_network(build_residual_model(), stage="residual", sampling=recommended).save(model_path)
     files = ["inference.json", "evaluate.json"]
     key = "seed_check#sampler"
-    assert _parsed(files, key, seed_check_images=0) is None
-    sampler = _parsed(files, key, seed=5, eta="0.5", clip_sample="false", conditioning_scale="2")
+    common = {"model_path": str(model_path), "device": "cpu"}
+    assert _parsed(files, key, seed_check_images=0, **common) is None
+    sampler = _parsed(files, key, seed=5, eta="0.5", clip_sample="false", **common)
     assert isinstance(sampler, LPUWFSampler)
-    assert (sampler.seed, sampler.eta, sampler.clip_sample, sampler.conditioning_scale) == (1005, 0.5, False, 2.0)
+    assert (sampler.seed, sampler.eta, sampler.clip_sample) == (1005, 0.5, False)
+    # the model file's recommendations reach the second draw as they reach the first
+    assert (sampler.t_start, sampler.flip_average, sampler.num_inference_steps) == (350, True, 10)
+    inferer = _parsed(files, "inferer", seed=5, **common)
+    assert (inferer.sampler.t_start, inferer.sampler.flip_average, inferer.sampler.seed) == (350, True, 5)

@@ -21,13 +21,18 @@ OWN_ARGS = {"config_file", "meta_file", "logging_file"}
 RECIPE = "configs/recipes/cpu.json"
 
 
-def _dry_run(bundle_dir, root, *extra: str, method: str | None = None) -> list[list[str]]:
+def _run_dry(bundle_dir, root, *extra: str, method: str | None = None) -> subprocess.CompletedProcess:
+    """quickstart.sh with QUICKSTART_DRY_RUN (commands printed only) and no other QUICKSTART_ variable of ours."""
     script = bundle_dir / "scripts" / "quickstart.sh"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUICKSTART_")}
     env.update({"QUICKSTART_DRY_RUN": "1", "BUNDLE_ROOT": str(root)})
     if method:
         env["QUICKSTART_METHOD"] = method
-    done = subprocess.run(["bash", str(script), *extra], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["bash", str(script), *extra], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _dry_run(bundle_dir, root, *extra: str, method: str | None = None) -> list[list[str]]:
+    done = _run_dry(bundle_dir, root, *extra, method=method)
     assert done.returncode == 0, done.stderr
     return [shlex.split(line[2:]) for line in done.stdout.splitlines() if line.startswith("+ ")]
 
@@ -66,9 +71,7 @@ def test_quickstart_default_trains_the_prior_and_its_residual_then_generates_and
         assert options["method"] == "residual" and "seed" not in options
     _check_known_keys(bundle_dir, commands)
     assert _dry_run(bundle_dir, tmp_path, method="residual") == _dry_run(bundle_dir, tmp_path)
-    script = bundle_dir / "scripts" / "quickstart.sh"
-    env = {**os.environ, "QUICKSTART_DRY_RUN": "1", "BUNDLE_ROOT": str(tmp_path), "QUICKSTART_METHOD": "diffusion"}
-    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    done = _run_dry(bundle_dir, tmp_path, method="diffusion")
     assert done.returncode == 2 and "residual (the default) or latent" in done.stderr
 
 
