@@ -2,7 +2,7 @@
 
 Run locally with the SDK's application runner (the app's own command line, as every MONAI Deploy app)::
 
-    python apps/deploy -i <SLO file or folder> -o <output folder> -m <bundle>/models/model.pt
+    python apps/deploy -i <SLO file or folder> -o <output folder> -m <bundle>/models/model_residual.pt
 
 ``-m`` may also be the bundle folder. Sampler and writer settings: ``lpuwf_deploy.yaml`` beside this file, or the
 YAML file named by the environment variable ``LPUWF_DEPLOY_CONFIG``. The input, output and model paths may also

@@ -9,53 +9,34 @@ from pathlib import Path
 import torch
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from monai_lpuwf.generation import Generator, input_error
+from monai_lpuwf.generation import Generator, find_generation_model, input_error
+from monai_lpuwf.inferers import INFERENCE_DEFAULTS
 from monai_lpuwf.threads import set_default_threads
 
-__all__ = ["LPUWFGenerateOperator", "resolve_model_file"]
-
-MODEL_FILE = "model.pt"
-
-
-def resolve_model_file(model_path: str | Path) -> Path:
-    """The bundle model file behind ``-m/--model``: the file itself, ``<dir>/model.pt`` or ``<dir>/models/model.pt``
-    (a bundle root), or the only ``model.pt`` one level down (the SDK's ``models/<name>/`` layout).
-
-    Raises:
-        FileNotFoundError: no ``model.pt`` there, saying what is expected.
-    """
-    path = Path(model_path)
-    if path.is_file():
-        return path
-    candidates = [path / MODEL_FILE, path / "models" / MODEL_FILE] + sorted(path.glob(f"*/{MODEL_FILE}"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no LPUWF-LDM model at '{path}': give -m/--model the bundle's models/model.pt (written by the last training "
-        "stage, train_late.json), the bundle folder, or a folder holding model.pt."
-    )
+__all__ = ["LPUWFGenerateOperator"]
 
 
 class LPUWFGenerateOperator(Operator):
     """Generate the late phase of each SLO with :class:`monai_lpuwf.generation.Generator`.
 
-    The model is the bundle's ``models/model.pt`` (``{"model": state_dict, "config": LPUWFModel.config, ...}``),
-    loaded by :meth:`Generator.from_file <monai_lpuwf.generation.Generator.from_file>` in :meth:`start` (the
-    networks are not TorchScript-able, so the SDK's ``MonaiBundleInferenceOperator``, which wants ``model.ts``, is
-    not used). The generator is the one the bundle's ``inference.json`` and the MONAI Label app use: the SLO file is
-    loaded, unsharp-masked (``sharpen``) and padded with -1 to the model's size divisor, sampled, and cropped back to
-    the SLO's height and width.
+    The model is a bundle model file (``models/model_residual.pt``, ``model.pt`` or ``model_prior.pt``: ``{"model":
+    state_dict, "config": ..., ...}``), loaded by :meth:`Generator.from_file
+    <monai_lpuwf.generation.Generator.from_file>` in :meth:`start` (the networks are not TorchScript-able, so the
+    SDK's ``MonaiBundleInferenceOperator``, which wants ``model.ts``, is not used). The generator is the one the
+    bundle's ``inference.json`` and the MONAI Label app use: the SLO file is loaded, unsharp-masked (``sharpen``)
+    and padded with -1 to the model's size divisor, sampled, and cropped back to the SLO's height and width.
 
     Args:
         fragment: the application.
-        model_path: ``model.pt`` or a folder holding it (see :func:`resolve_model_file`).
-        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start,
-            flip_average: sampling settings; ``None`` (default) takes the model file's recommendation, else
-            ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` (see :class:`~monai_lpuwf.generation.Generator`).
-            ``num_samples > 1`` adds the per-pixel standard deviation (uncertainty) map.
+        model_path: a model file, or a folder holding one (a bundle folder, the SDK's ``models/<name>/`` layout):
+            :func:`~monai_lpuwf.generation.find_generation_model`.
         sharpen: unsharp-mask the SLO as the training transforms do (``sharpen`` in the bundle's common config).
         device: ``"cuda"``, ``"cpu"`` or ``None`` (CUDA when available).
+        kwargs: the sampling settings (the keys of ``monai_lpuwf.inferers.INFERENCE_DEFAULTS``: ``scheduler``,
+            ``num_inference_steps``, ``num_samples``, ``seed``, ...); one not given, or ``None``, takes the model
+            file's recommendation, else the default (see :class:`~monai_lpuwf.generation.Generator`).
+            ``num_samples > 1`` adds the per-pixel standard deviation (uncertainty) map. Other keywords go to
+            the SDK's ``Operator``.
 
     Named input ``slo`` / output ``pred``: the loader's dictionary (``name``, ``path``), to which ``pred``
     (1, H, W) and ``pred_std`` (1, H, W) or ``None`` are added (tensors on the CPU, in [-1, 1] for ``pred``), or
@@ -67,27 +48,14 @@ class LPUWFGenerateOperator(Operator):
         fragment: Fragment,
         *args,
         model_path: str | Path,
-        scheduler: str | None = None,
-        num_inference_steps: int | None = None,
-        num_samples: int | None = None,
-        seed: int | None = None,
-        eta: float | None = None,
-        clip_sample: bool | None = None,
-        conditioning_scale: float | None = None,
-        t_start: int | None = None,
-        flip_average: bool | None = None,
         sharpen: bool = True,
         device: str | None = None,
         **kwargs,
     ) -> None:
         self._logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        self.model_file = resolve_model_file(model_path)
+        self.model_file = find_generation_model(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.settings = {
-            "scheduler": scheduler, "num_inference_steps": num_inference_steps, "num_samples": num_samples,
-            "seed": seed, "eta": eta, "clip_sample": clip_sample, "conditioning_scale": conditioning_scale,
-            "t_start": t_start, "flip_average": flip_average,
-        }  # fmt: skip
+        self.settings = {key: kwargs.pop(key) for key in list(kwargs) if key in INFERENCE_DEFAULTS}
         self.sharpen = bool(sharpen)
         self.generator: Generator | None = None
         self.input_name, self.output_name = "slo", "pred"

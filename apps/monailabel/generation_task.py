@@ -10,7 +10,8 @@ app use the same):
 * inferer: the generator's :class:`monai_lpuwf.inferers.LPUWFInferer`, at the model file's recommended sampling
   settings with the request's on top;
 * post-transform: the generator's :class:`monai.transforms.Invertd`, which crops the output back to the SLO's H x W;
-* network: the bundle's ``model.pt``, loaded by :meth:`monai_lpuwf.generation.Generator.from_file`;
+* network: a bundle model file (``models/model_residual.pt``, ``model.pt``...), loaded by
+  :meth:`monai_lpuwf.generation.Generator.from_file`;
 * writer: writes the generated FA as a grey image file (PNG by default), which the ``/infer`` endpoint returns, and,
   with ``uncertainty`` requested, puts the per-pixel standard deviation map into the result JSON as a base64 PNG.
 """
@@ -79,40 +80,36 @@ class LateFAGenerationTask(BasicInferTask):
     request's, in rising priority).
 
     Args:
-        model_path: the bundle's ``models/model.pt`` (``{"model": state_dict, "config": ...}``).
-        scheduler, num_inference_steps, num_samples, seed, eta, clip_sample, conditioning_scale, t_start,
-            flip_average: default sampling settings; ``None``: the model file's recommendation, else
-            ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` (see :class:`~monai_lpuwf.generation.Generator`).
+        model_path: a bundle model file (``models/model_residual.pt``, ``model.pt``, ``model_prior.pt``).
         sharpen: unsharp-mask the SLO (the bundle's ``sharpen``; must match the training run).
         preload: load the model at start-up instead of at the first request.
         description: shown by ``/info``.
+        sampling: default sampling settings, the keys of ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` (``scheduler``,
+            ``num_inference_steps``, ...); one not given, or ``None``, takes the model file's recommendation, else
+            the default (see :class:`~monai_lpuwf.generation.Generator`).
+
+    Raises:
+        TypeError: a keyword that is not a sampling setting (the message lists them).
+        ValueError: an unknown scheduler.
     """
 
     def __init__(
         self,
         model_path: str | os.PathLike,
-        scheduler: str | None = None,
-        num_inference_steps: int | None = None,
-        num_samples: int | None = None,
-        seed: int | None = None,
-        eta: float | None = None,
-        clip_sample: bool | None = None,
-        conditioning_scale: float | None = None,
-        t_start: int | None = None,
-        flip_average: bool | None = None,
         sharpen: bool = True,
         preload: bool = False,
         description: str = "Late-phase UWF fluorescein angiography generated from a UWF-SLO (LPUWF-LDM)",
+        **sampling: Any,
     ) -> None:
+        unknown = sorted(set(sampling) - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"LateFAGenerationTask: {unknown} are not sampling settings; those are {list(SETTINGS)}.")
+        scheduler = sampling.get("scheduler")
         if scheduler is not None and str(scheduler).lower() not in SCHEDULERS:
             raise ValueError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
         self.sharpen = bool(sharpen)
-        settings = {
-            "scheduler": None if scheduler is None else str(scheduler).lower(),
-            "num_inference_steps": num_inference_steps, "num_samples": num_samples, "seed": seed, "eta": eta,
-            "clip_sample": clip_sample, "conditioning_scale": conditioning_scale, "t_start": t_start,
-            "flip_average": flip_average,
-        }  # fmt: skip
+        settings = {key: sampling.get(key) for key in SETTINGS}
+        settings["scheduler"] = None if scheduler is None else str(scheduler).lower()
         super().__init__(
             path=str(model_path),
             network=None,

@@ -8,16 +8,16 @@ Start (see README.md beside this file)::
 ``--conf`` options (all optional):
 
 ====================== ==========================================================================================
-``model``              the bundle folder (``models/model.pt`` and, if present, ``configs/inference.json`` whose plain
-                       values of ``sampler``, ``num_inference_steps``, ``num_samples``, ``seed``, ``eta``,
-                       ``clip_sample``, ``conditioning_scale``, ``t_start`` and ``sharpen`` become the defaults) or a
-                       ``model.pt`` file. Default: ``<app>/model/model.pt``. Sampling settings not set here nor in
+``model``              the bundle folder (its model file, ``models/model_residual.pt``, ``model.pt`` or
+                       ``model_prior.pt``, the first found, and, if present, ``configs/inference.json``, whose plain
+                       values of the sampling settings and ``sharpen`` become the defaults) or a model file.
+                       Default: ``<app>/model/model.pt``. Sampling settings not set here nor in
                        the request are the model file's recommended ones (``monai_lpuwf.generation.Generator``).
 ``scheduler``          overrides the sampler (``ddim``, ``ddpm``, ``pndm``)
-``steps``              overrides ``num_inference_steps``
-``samples``            overrides ``num_samples``
-``seed``               overrides ``seed``
-``conditioning_scale`` overrides the control strength (the ControlNet residuals' multiplier)
+``steps``, ``samples`` override ``num_inference_steps``, ``num_samples``
+any other setting      a name of ``monai_lpuwf.inferers.INFERENCE_DEFAULTS`` overrides that sampling setting:
+                       ``seed``, ``eta``, ``clip_sample``, ``conditioning_scale`` (control strength), ``t_start``
+                       (residual model's start; ``none``: pure noise), ``flip_average`` (``true``/``false``)
 ``sharpen``            ``true``/``false``, overrides ``sharpen``
 ``preload``            ``true`` loads the model at start-up
 ====================== ==========================================================================================
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
-from generation_task import LateFAGenerationTask
+from generation_task import SETTINGS, LateFAGenerationTask
 from monai.bundle import ConfigParser
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
@@ -52,6 +52,8 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.utils.others.generic import strtobool
 
+from monai_lpuwf.generation import find_generation_model
+from monai_lpuwf.inferers import INFERENCE_DEFAULTS
 from monai_lpuwf.threads import set_default_threads
 
 logger = logging.getLogger(__name__)
@@ -59,20 +61,9 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "lpuwf_late_fa"
 # the formats LoadUWFImage reads; MONAI Label's default list lacks BMP (the authors' format) and TIFF variants
 UWF_EXTENSIONS = ("*.bmp", "*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.dcm", "*.nii.gz", "*.nii")
-_BUNDLE_DEFAULTS = {  # inference.json id -> task argument
-    "sampler": "scheduler",
-    "num_inference_steps": "num_inference_steps",
-    "num_samples": "num_samples",
-    "seed": "seed",
-    "eta": "eta",
-    "clip_sample": "clip_sample",
-    "conditioning_scale": "conditioning_scale",
-    "t_start": "t_start",
-    "sharpen": "sharpen",
-}
-_CONF_OVERRIDES = {"scheduler": ("scheduler", str), "steps": ("num_inference_steps", int),
-                   "samples": ("num_samples", int), "seed": ("seed", int),
-                   "conditioning_scale": ("conditioning_scale", float)}  # fmt: skip
+# inference.json id -> task argument: the sampling settings (the sampler is "sampler" in the bundle) and sharpen
+_BUNDLE_DEFAULTS = {("sampler" if key == "scheduler" else key): key for key in SETTINGS} | {"sharpen": "sharpen"}
+_CONF_ALIASES = {"steps": "num_inference_steps", "samples": "num_samples"}  # short --conf names
 _UPLOAD_PREFIX = "lpuwf-label-uploads-"
 _HOW_TO_NAME_AN_IMAGE = (
     "name an image of the studies datastore by its id (the file name without extension, e.g. ?image=7; "
@@ -104,15 +95,44 @@ def _inside(path: str, folder: str | None) -> bool:
 
 
 def resolve_model(model: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(model.pt, inference.json or None)`` for a bundle folder, a folder holding ``model.pt``, or the file."""
+    """``(model file, the bundle's configs/inference.json or None)`` for a bundle folder, a folder holding model
+    files, or the file (:func:`~monai_lpuwf.generation.find_generation_model`); a folder without a model file gives
+    the folder itself (generation fails, with the reason logged, until one is written)."""
     path = Path(model).expanduser()
-    if path.is_dir():
-        bundle_config = path / "configs" / "inference.json"
-        for candidate in (path / "models" / "model.pt", path / "model.pt"):
-            if candidate.is_file():
-                return candidate, bundle_config if bundle_config.is_file() else None
-        return path / "models" / "model.pt", None
-    return path, None
+    bundle_config = path / "configs" / "inference.json" if path.is_dir() else None
+    try:
+        model_file = find_generation_model(path)
+    except FileNotFoundError as err:
+        logger.warning(str(err))
+        model_file = path
+    return model_file, bundle_config if bundle_config is not None and bundle_config.is_file() else None
+
+
+def conf_sampling(conf: dict[str, str]) -> dict[str, Any]:
+    """The sampling settings among the ``--conf`` options (every name of ``INFERENCE_DEFAULTS``, and ``steps`` /
+    ``samples`` for the step and sample counts), cast to the type of their default (``t_start``: a whole number,
+    or ``none`` for pure noise).
+
+    Raises:
+        ValueError: a value that does not cast, naming the option.
+    """
+    settings: dict[str, Any] = {}
+    for name, text in conf.items():
+        key = _CONF_ALIASES.get(name, name)
+        if key not in INFERENCE_DEFAULTS:
+            continue
+        default = INFERENCE_DEFAULTS[key]
+        try:
+            if isinstance(default, bool):
+                value: Any = bool(strtobool(text))
+            elif key == "t_start":
+                value = None if str(text).strip().lower() in ("", "none", "null") else int(text)
+            else:
+                value = type(default)(text)
+        except ValueError as err:
+            raise ValueError(f"--conf {name} {text!r}: {err}") from err
+        settings[key] = value
+    return settings
 
 
 def bundle_sampler_defaults(config_file: Path | None) -> dict[str, Any]:
@@ -136,9 +156,7 @@ class LPUWFApp(MONAILabelApp):
         set_default_threads(conf.get("num_threads"))  # --conf num_threads N, else OMP_NUM_THREADS, else the default
         model_file, bundle_config = resolve_model(conf.get("model", os.path.join(app_dir, "model", "model.pt")))
         kwargs: dict[str, Any] = bundle_sampler_defaults(bundle_config)
-        for key, (arg, cast) in _CONF_OVERRIDES.items():
-            if key in conf:
-                kwargs[arg] = cast(conf[key])
+        kwargs.update(conf_sampling(conf))
         if "sharpen" in conf:
             kwargs["sharpen"] = bool(strtobool(conf["sharpen"]))
         if not model_file.is_file():

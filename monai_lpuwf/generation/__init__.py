@@ -10,7 +10,7 @@ The sampling itself is :mod:`monai_lpuwf.inferers`, the pre-processing
 from .generator import SAMPLING_KEY, Generator, SamplingRecord, recommended_sampling
 from .inputs import BAD_INPUT_POLICIES, InferenceInputError, InferenceInputs, brief_input_errors, input_error
 from .lock import OutputFolderInUseError, OutputFolderLock
-from .model import GENERATION_STAGES, generation_network
+from .model import GENERATION_MODEL_FILES, GENERATION_STAGES, find_generation_model, generation_network
 
 __all__ = [
     "Generator",
@@ -23,6 +23,8 @@ __all__ = [
     "brief_input_errors",
     "input_error",
     "GENERATION_STAGES",
+    "GENERATION_MODEL_FILES",
+    "find_generation_model",
     "generation_network",
     "OutputFolderInUseError",
     "OutputFolderLock",

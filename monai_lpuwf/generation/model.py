@@ -3,17 +3,50 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from monai_lpuwf.generation.inputs import InferenceInputError
 from monai_lpuwf.networks import ModelFile
+from monai_lpuwf.networks.model_file import STAGE_FILES
 
-__all__ = ["GENERATION_STAGES", "generation_network"]
+__all__ = ["GENERATION_STAGES", "GENERATION_MODEL_FILES", "find_generation_model", "generation_network"]
 
 GENERATION_STAGES = ("late", "prior", "residual")  # final models: model.pt (stage 4), model_prior.pt, model_residual.pt
+#: the final model files a folder is searched for, in this order: the main job's default method (the prior refined
+#: by residual diffusion), the paper's latent model (stage 4), the prior alone
+GENERATION_MODEL_FILES: tuple[str, ...] = tuple(STAGE_FILES[stage][2] for stage in ("residual", "late", "prior"))
+
+
+def find_generation_model(path: str | os.PathLike) -> Path:
+    """The model file to generate with, for a model file or a folder (the front ends' ``--model`` / ``model``).
+
+    A file is returned as it is. In a folder - a bundle (``models/``), a folder of model files, or a MONAI Deploy
+    model folder (one sub-folder per model) - the first of :data:`GENERATION_MODEL_FILES` is taken, looked for in
+    the folder, its ``models/`` and its sub-folders, in that order.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``, or a folder without any of those files (the message names the
+            folder, the files looked for and the training configs that write them).
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in GENERATION_MODEL_FILES:
+            for candidate in [path / name, path / "models" / name, *sorted(path.glob(f"*/{name}"))]:
+                if candidate.is_file():
+                    return candidate
+    writers = ", ".join(f"{STAGE_FILES[s][2]} ({STAGE_FILES[s][1]})" for s in ("residual", "late", "prior"))
+    what = "a folder without a model file" if path.is_dir() else "no such file or folder"
+    raise FileNotFoundError(
+        f"no model to generate with at '{path}' ({what}): give the model file, or a bundle folder or folder holding "
+        f"one of {writers} - the bundle's training writes them into models/ (bash bundle/scripts/quickstart.sh)."
+    )
 
 
 def generation_network(

@@ -128,11 +128,11 @@ def test_refuses_output_inside_input_and_missing_model(phantom_folder, demo_mode
     assert "must lie outside the input" in inside.stdout + inside.stderr
     # the SDK's argument parser creates the output folder; the app then stops before writing anything into it
     assert not any((phantom_folder / "out").rglob("*"))
-    empty = tmp_path / "models"  # a folder without model.pt (the SDK itself rejects a path that does not exist)
+    empty = tmp_path / "models"  # a folder without a model file (the SDK itself rejects a path that does not exist)
     empty.mkdir()
     missing = run_app(["-i", str(phantom_folder), "-o", str(tmp_path / "o"), "-m", str(empty)], config)
     assert missing.returncode != 0
-    assert "no LPUWF-LDM model at" in missing.stdout + missing.stderr
+    assert "no model to generate with at" in missing.stdout + missing.stderr
 
 
 @pytest.mark.realdata

@@ -245,3 +245,44 @@ def test_corrupt_upload_gets_the_loader_message(server, tmp_path):
     detail = response.json()["detail"]
     assert detail.startswith("the uploaded file") and re.search("corrupt|not an image|cannot be read", detail), detail
     assert "lpuwf-label-uploads-" not in detail and "/tmp" not in detail, detail
+
+
+@pytest.fixture(scope="module")
+def label_main():
+    """apps/monailabel/main.py as MONAI Label imports it (the app folder on ``sys.path``)."""
+    import importlib.util
+
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        spec = importlib.util.spec_from_file_location("lpuwf_label_main", APP_DIR / "main.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(APP_DIR))
+
+
+def test_conf_options_set_every_sampling_setting_by_name(label_main):
+    conf = {"model": "m.pt", "preload": "true", "steps": "3", "samples": "2", "t_start": "none",
+            "flip_average": "true", "eta": "0.5", "scheduler": "ddpm"}  # fmt: skip
+    assert label_main.conf_sampling(conf) == {
+        "num_inference_steps": 3, "num_samples": 2, "t_start": None, "flip_average": True, "eta": 0.5,
+        "scheduler": "ddpm",
+    }  # fmt: skip
+    assert label_main.conf_sampling({"t_start": "350", "seed": "4"}) == {"t_start": 350, "seed": 4}
+    with pytest.raises(ValueError, match="--conf seed 'four'"):
+        label_main.conf_sampling({"seed": "four"})
+
+
+def test_a_bundle_folder_gives_the_main_jobs_model_and_its_inference_config(label_main, demo_model_file, tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").mkdir()
+    (bundle / "configs" / "inference.json").write_text("{}")
+    for name in ("model_prior.pt", "model_residual.pt"):
+        shutil.copy(demo_model_file, bundle / "models" / name)
+    assert label_main.resolve_model(bundle) == (
+        bundle / "models" / "model_residual.pt",
+        bundle / "configs" / "inference.json",
+    )
+    assert label_main.resolve_model(tmp_path / "missing") == (tmp_path / "missing", None)  # logged; /infer fails

@@ -257,3 +257,23 @@ def test_the_three_front_ends_give_the_same_pixels_at_the_recommended_strength(
         assert (pred - expected).abs().max() < 1e-5, f"{name}: pixels differ from the sampler at strength 2.0"
     assert result["sampler"]["conditioning_scale"] == RECOMMENDED["conditioning_scale"]
     assert result["sampler"]["num_inference_steps"] == STEPS and result["sampler"]["seed"] == SEED
+
+
+def test_the_apps_take_sampling_settings_by_name_and_a_bundle_folder(apps, model_file, tmp_path):
+    """Both apps read the sampling settings as keywords (INFERENCE_DEFAULTS' names; anything else is refused by
+    MONAI Label's task, passed on to the SDK's Operator by Deploy's) and find the model file in a bundle folder."""
+    from monai_lpuwf.inferers import INFERENCE_DEFAULTS
+
+    task = apps.label.LateFAGenerationTask(model_file, t_start=350, flip_average=True, scheduler="DDIM")
+    assert set(INFERENCE_DEFAULTS) <= set(task.config())
+    assert (task.config()["t_start"], task.config()["flip_average"], task.config()["scheduler"]) == (350, True, "ddim")
+    with pytest.raises(TypeError, match=r"\['num_steps'\] are not sampling settings"):
+        apps.label.LateFAGenerationTask(model_file, num_steps=3)
+    with pytest.raises(ValueError, match="scheduler 'euler' is not one of"):
+        apps.label.LateFAGenerationTask(model_file, scheduler="euler")
+    bundle_root = tmp_path / "bundle"
+    (bundle_root / "models").mkdir(parents=True)
+    shutil.copy(model_file, bundle_root / "models" / "model_residual.pt")
+    operator = apps.deploy.LPUWFGenerateOperator(object(), model_path=bundle_root, flip_average=True, name="gen")
+    assert operator.model_file == bundle_root / "models" / "model_residual.pt"
+    assert operator.settings == {"flip_average": True}  # "name" went to the Operator, not to the sampler
