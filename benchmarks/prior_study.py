@@ -131,13 +131,18 @@ def train_residual(prior, train: list, size: int, seed: int, cfg: dict, device: 
     model.prior.load_state_dict(prior.state_dict())
     loader = train_loader(train, size, cfg["residual_batch"])
     t0 = time.time()
-    model.residual_scale.fill_(compute_residual_scale(model, loader, device=device, num_batches=8))
+    flip = bool(cfg["flip_average"])  # the residual of the base the model is sampled from, as the bundle trains it
+    model.residual_scale.fill_(compute_residual_scale(model, loader, device=device, num_batches=8, flip_average=flip))
     set_trainable(model, ["denoiser"])
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg["residual_lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(cfg["residual_iters"], cfg["residual_warmup"]))
     scheduler = DDPMScheduler(**model.schedule)
     prepare = ResidualDiffusionPrepareBatch(
-        scheduler.num_train_timesteps, model, prediction_type=model.schedule["prediction_type"], scheduler=scheduler
+        scheduler.num_train_timesteps,
+        model,
+        prediction_type=model.schedule["prediction_type"],
+        scheduler=scheduler,
+        flip_average=flip,
     )
     trainer = LatentDiffusionTrainer(
         device=device, max_epochs=1, epoch_length=cfg["residual_iters"], train_data_loader=loader, network=model,

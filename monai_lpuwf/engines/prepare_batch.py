@@ -191,6 +191,9 @@ class ResidualDiffusionPrepareBatch(LatentDiffusionPrepareBatch):
         model: the :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (or a DDP wrapper of it).
         image_key: the FA phase the residual is taken of (``"late"``).
         condition_key: the SLO key.
+        flip_average: take the residual of (and condition on) the prior's flip-averaged prediction
+            (:meth:`~monai_lpuwf.networks.SupervisedPrior.predict`, four prior passes per batch): the base the model
+            is then sampled from with ``flip_average=True``, so that it learns what the average misses.
 
     Returns (from ``__call__``):
         ``(x0 (B, 1, H, W), target, (), kwargs)`` with ``noise``, ``timesteps``, ``condition`` (B, 4, H, W) and, when
@@ -208,6 +211,7 @@ class ResidualDiffusionPrepareBatch(LatentDiffusionPrepareBatch):
         mask_key: str | None = None,
         prediction_type: str = "sample",
         scheduler: Any = None,
+        flip_average: bool = False,
     ) -> None:
         super().__init__(
             num_train_timesteps=num_train_timesteps,
@@ -221,6 +225,7 @@ class ResidualDiffusionPrepareBatch(LatentDiffusionPrepareBatch):
             scheduler=scheduler,
         )
         self.model = getattr(model, "module", model)
+        self.flip_average = bool(flip_average)
 
     def __call__(
         self,
@@ -232,7 +237,7 @@ class ResidualDiffusionPrepareBatch(LatentDiffusionPrepareBatch):
         late = get_batch_item(batchdata, self.image_key, device, non_blocking, **kwargs)
         slo = get_batch_item(batchdata, self.condition_name, device, non_blocking, **kwargs)
         with torch.no_grad():
-            base, condition = self.model.condition(slo)
+            base, condition = self.model.condition(slo, flip_average=self.flip_average)
             x0 = self.model.residual_target(late, base).detach()
         noise = self.get_noise(x0)
         timesteps = self.get_timesteps(x0)

@@ -122,9 +122,11 @@ def compute_residual_scale(
     condition_key: str = UWFKeys.SLO,
     device: str | torch.device = "cpu",
     num_batches: int | None = None,
+    flip_average: bool = False,
 ) -> float:
     """``1 / std`` of the residuals ``late - prior(slo)`` of a :class:`~monai_lpuwf.networks.ResidualDiffusionModel`
-    over ``num_batches`` batches (every pixel; float64 sums; all-reduced under ``torch.distributed``).
+    over ``num_batches`` batches (every pixel; float64 sums; all-reduced under ``torch.distributed``);
+    ``flip_average``: of the prior's flip-averaged prediction, the base the model is trained and sampled with.
 
     Raises:
         ValueError: no batch, or constant residuals.
@@ -135,7 +137,7 @@ def compute_residual_scale(
         if num_batches is not None and i >= num_batches:
             break
         late = get_batch_item(batch, image_key, device)
-        base, _ = model.condition(get_batch_item(batch, condition_key, device))
+        base, _ = model.condition(get_batch_item(batch, condition_key, device), flip_average=flip_average)
         r = (late - base).double()
         stats += torch.stack([torch.tensor(r.numel(), dtype=torch.float64, device=device), r.sum(), r.pow(2).sum()])
     if dist.is_available() and dist.is_initialized():
@@ -156,12 +158,16 @@ class ResidualScaleHandler:
         model: the :class:`~monai_lpuwf.networks.ResidualDiffusionModel` (its prior already trained and loaded).
         data_loader: training loader (dictionary batches with the late phase and the SLO).
         num_batches: batches used (``None`` = all; ``0`` = keep the configured value).
+        flip_average: the residuals of the prior's flip-averaged prediction (see :func:`compute_residual_scale`).
     """
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, num_batches: int | None = 8) -> None:
+    def __init__(
+        self, model: nn.Module, data_loader: Iterable, num_batches: int | None = 8, flip_average: bool = False
+    ) -> None:
         self.model = model
         self.data_loader = data_loader
         self.num_batches = num_batches
+        self.flip_average = bool(flip_average)
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(Events.STARTED, self)
@@ -171,6 +177,6 @@ class ResidualScaleHandler:
             engine.logger.info(f"residual scale kept at {float(self.model.residual_scale):.6g}")
             return
         value = compute_residual_scale(self.model, self.data_loader, device=engine.state.device,
-                                       num_batches=self.num_batches)  # fmt: skip
+                                       num_batches=self.num_batches, flip_average=self.flip_average)  # fmt: skip
         self.model.residual_scale.fill_(value)
         engine.logger.info(f"residual scale computed from the data: {value:.6g} (1 / std of late - prior)")

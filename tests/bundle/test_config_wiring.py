@@ -167,3 +167,18 @@ def test_seed_check_sampler_component(tmp_path):
     assert (sampler.t_start, sampler.flip_average, sampler.num_inference_steps) == (350, True, 10)
     inferer = _parsed(files, "inferer", seed=5, **common)
     assert (inferer.sampler.t_start, inferer.sampler.flip_average, inferer.sampler.seed) == (350, True, 5)
+
+
+def test_the_residual_is_trained_against_the_base_it_is_recommended_to_be_sampled_from():
+    """train_residual.json: the residual of the flip-averaged prior when the model file will recommend flip
+    averaging (scale, training batches and validation alike), of the plain prior otherwise."""
+    from monai.bundle import ConfigParser
+
+    files = ["common.json", "train_residual.json"]
+    assert _parsed(files, "residual_flip_average") is True
+    assert _parsed(files, "residual_flip_average", sampling_recommendation={}) is False
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / name) for name in files])
+    users = [parser["train#trainer#prepare_batch#flip_average"], parser["stage_handlers#0#flip_average"],
+             parser["validate#inferer#flip_average"]]  # fmt: skip
+    assert users == ["@residual_flip_average"] * 3

@@ -88,6 +88,29 @@ def test_prepare_batch_gives_the_residual_and_its_condition():
     assert kwargs["timesteps"].shape == (2,) and kwargs["noise"].shape == x0.shape and args == ()
 
 
+def _four_flips(prior, slo):
+    """The oracle of flip averaging: the prior on the SLO and its three flips, each flipped back, averaged."""
+    with torch.no_grad():
+        flips = [(), (2,), (3,), (2, 3)]
+        return sum(prior(slo.flip(d)).flip(d) if d else prior(slo) for d in flips) / 4
+
+
+def test_prepare_batch_and_scale_take_the_flip_averaged_prior_when_asked():
+    """Trained as it is sampled: with ``flip_average`` the residual, its condition and the scale are those of the
+    prior averaged over the SLO's four flips (a prior that is not flip-equivariant gives a different residual)."""
+    model = _tiny_residual(scale=2.0)
+    scheduler = DDPMScheduler(**model.schedule)
+    batch = {"slo": torch.rand(2, 3, 32, 32) * 2 - 1, "late": torch.rand(2, 1, 32, 32) * 2 - 1}
+    base = _four_flips(model.prior, batch["slo"])
+    assert (base - model.prior(batch["slo"]).detach()).abs().max() > 1e-4  # the flips change the prediction
+    prep = ResidualDiffusionPrepareBatch(1000, model, prediction_type="sample", scheduler=scheduler, flip_average=True)
+    x0, _, _, kwargs = prep(batch)
+    torch.testing.assert_close(x0, (batch["late"] - base) * 2.0)
+    torch.testing.assert_close(kwargs["condition"], torch.cat([batch["slo"], base], 1))
+    expected = 1.0 / float((batch["late"] - base).double().std())
+    assert compute_residual_scale(model, [batch], flip_average=True) == pytest.approx(expected, rel=1e-6)
+
+
 def test_residual_scale_is_one_over_the_residual_std():
     model = _tiny_residual(scale=1.0)
     batches = [{"slo": torch.rand(2, 3, 32, 32) * 2 - 1, "late": torch.rand(2, 1, 32, 32)} for _ in range(3)]
