@@ -117,7 +117,7 @@ def train_prior(train: list, size: int, seed: int, cfg: dict, device: str):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(cfg["prior_iters"]))
     trainer = SupervisedTranslationTrainer(
         device=device, max_epochs=1, epoch_length=cfg["prior_iters"], train_data_loader=loader, network=prior,
-        optimizer=opt, loss_function=loss, prepare_batch=KeyedPrepareBatch("slo", "late"),
+        optimizer=opt, loss_function=loss, prepare_batch=KeyedPrepareBatch("slo", "late", keep_meta=False),
     )  # fmt: skip
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sched.step())
     t0 = time.time()

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
-from monai.transforms import Compose, EnsureTyped, Invertd, RandFlipd, RandRotated, RandSpatialCropd, Resized
+from monai.transforms import Compose, EnsureTyped, Invertd, RandFlipd, Resized
 from monai.utils import first, set_determinism
 
 from monai_lpuwf.data import datalist_from_folder, generate_phantoms
@@ -46,6 +46,7 @@ from monai_lpuwf.transforms import (
     CrossTemporalDifferenced,
     FieldOfViewd,
     LoadUWFImaged,
+    RandRotateCropd,
     UnsharpMaskd,
     uwf_inference_transforms,
     uwf_train_transforms,
@@ -106,9 +107,9 @@ pipeline = Compose(
         FieldOfViewd(keys=["early", "late"], mask_key="fov"),
         CrossTemporalDifferenced("early", "late", "ctrd", fov_key="fov"),
         # everything above is deterministic: CacheDataset stores its result; the random part runs every epoch
-        RandRotated(keys=ALL, range_x=np.deg2rad(5), prob=1.0, keep_size=True,
-                    mode=["bilinear"] * 3 + ["nearest", "bilinear"], padding_mode=["border"] * 3 + ["zeros"] * 2),
-        RandSpatialCropd(keys=ALL, roi_size=SIZE, random_size=False),
+        # rotation +/-5 deg and a random crop, resampling only the crop (what RandRotated + RandSpatialCropd give)
+        RandRotateCropd(keys=ALL, roi_size=SIZE, rotate_range=np.deg2rad(5),
+                        mode=["bilinear"] * 3 + ["nearest", "bilinear"], padding_mode=["border"] * 3 + ["zeros"] * 2),
         RandFlipd(keys=ALL, prob=0.5, spatial_axis=1),
         EnsureTyped(keys=ALL, dtype=torch.float32),
     ]

@@ -33,6 +33,9 @@ class KeyedPrepareBatch(PrepareBatchExtraInput):
         image_key: key of the network input (``"slo"`` for generation, an FA key for reconstruction).
         label_key: key of the reference image (``None``: no reference, e.g. for inference).
         extra_keys: see :class:`monai.engines.PrepareBatchExtraInput` (e.g. ``{"cond": "slo"}`` for stage 2).
+        keep_meta: pass image and label on as MetaTensors (default: generation and validation need their file
+            names and applied transforms); ``False`` for a training step (plain tensors, see
+            :func:`~monai_lpuwf.engines.get_batch_item`).
     """
 
     def __init__(
@@ -40,16 +43,18 @@ class KeyedPrepareBatch(PrepareBatchExtraInput):
         image_key: str,
         label_key: str | None = None,
         extra_keys: str | Sequence[str] | dict[str, str] | None = None,
+        keep_meta: bool = True,
     ):
         super().__init__(extra_keys=() if extra_keys is None else extra_keys)
         self.image_key = image_key
         self.label_key = label_key
+        self.keep_meta = keep_meta
 
     def __call__(self, batchdata: dict[str, torch.Tensor], device=None, non_blocking: bool = False, **kwargs: Any):
         remapped = dict(batchdata)
-        remapped[Keys.IMAGE] = get_batch_item(batchdata, self.image_key, None)
+        remapped[Keys.IMAGE] = get_batch_item(batchdata, self.image_key, None, keep_meta=self.keep_meta)
         if self.label_key is not None:
-            remapped[Keys.LABEL] = get_batch_item(batchdata, self.label_key, None)
+            remapped[Keys.LABEL] = get_batch_item(batchdata, self.label_key, None, keep_meta=self.keep_meta)
         else:
             remapped.pop(Keys.LABEL, None)
         return super().__call__(remapped, device, non_blocking, **kwargs)

@@ -1,6 +1,8 @@
-"""UWF transforms: loading, field of view, SLO sharpening, registration (vessel-based ``RegisterUWF`` for real frames,
-elastix), vessel maps and the vessel correlation, CTRD map and presets."""
+"""UWF transforms: loading, training augmentation (rotation and crop in one resampling), field of view, SLO
+sharpening, registration (vessel-based ``RegisterUWF`` for real frames, elastix), vessel maps and the vessel
+correlation, CTRD map and presets."""
 
+from .augment import RandRotateCrop, RandRotateCropD, RandRotateCropd, RandRotateCropDict
 from .difference import (
     NORMALIZATIONS,
     CrossTemporalDifference,
@@ -63,6 +65,10 @@ __all__ = [
     "QuantizeIntensityDict",
     "output_levels",
     "save_generated",
+    "RandRotateCrop",
+    "RandRotateCropd",
+    "RandRotateCropD",
+    "RandRotateCropDict",
     "FieldOfView",
     "FieldOfViewd",
     "FieldOfViewD",

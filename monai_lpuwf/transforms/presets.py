@@ -3,13 +3,13 @@
 Training (:func:`uwf_train_transforms`), per item::
 
     load slo/early/late -> [register late onto early] -> [sharpen slo] -> [resize] -> field of view -> CTRD map
-    -> [to ``device``] -> [augment: rotation +/-5 deg, random crop, vertical + horizontal flips, identical for
-    every key] -> float32
+    -> [to ``device``] -> [augment: rotation +/-5 deg and random crop in one resampling of the crop, vertical +
+    horizontal flips, identical for every key] -> float32
 
 Everything before the augmentation is deterministic, so :class:`monai.data.CacheDataset` computes it once per
-item; with ``device="cuda:0"`` the cached items live on the GPU and the random transforms (MONAI's torch
-backends: rotation by ``grid_sample``, crops by slicing, flips by ``torch.flip``) run there too (MONAI's fast
-training recipe: cache on the device, ``ThreadDataLoader``).
+item; with ``device="cuda:0"`` the cached items live on the GPU and the random transforms (rotation and crop
+by one ``grid_sample`` of the crop's pixels, flips by ``torch.flip``) run there too (MONAI's fast training
+recipe: cache on the device, ``ThreadDataLoader``).
 
 Inference (:func:`uwf_inference_transforms`)::
 
@@ -46,14 +46,13 @@ from monai.transforms import (
     DivisiblePadd,
     EnsureTyped,
     RandFlipd,
-    RandRotated,
-    RandSpatialCropd,
     Resized,
     SpatialPadd,
 )
 from monai.utils import ensure_tuple, ensure_tuple_rep, look_up_option
 
 from monai_lpuwf.keys import UWFKeys
+from monai_lpuwf.transforms.augment import RandRotateCropd
 from monai_lpuwf.transforms.difference import CrossTemporalDifferenced
 from monai_lpuwf.transforms.enhance import UnsharpMaskd
 from monai_lpuwf.transforms.fov import FieldOfViewd
@@ -122,8 +121,9 @@ def uwf_train_transforms(
             refuses pairs it cannot align, see :mod:`~monai_lpuwf.transforms.uwf_registration`) or ``"elastix"``
             (:class:`RegisterElastixd`, intensity-based; ``register_kwargs`` then take its settings).
         sharpen: unsharp-mask the SLO (:class:`UnsharpMaskd`, at native resolution), as the paper does.
-        augment: random rotation (``+/- rotate_deg``), random crop and flips (vertical and horizontal, each with
-            ``flip_prob``), drawn once per item and applied identically to every key (images, fov, ctrd).
+        augment: random rotation (``+/- rotate_deg``) and random crop (:class:`RandRotateCropd`: one resampling of
+            the crop only) and flips (vertical and horizontal, each with ``flip_prob``), drawn once per item and
+            applied identically to every key (images, fov, ctrd).
             ``False``: validation, deterministic (see ``val_resize``).
         crop_scale: ``None`` (default): crops at the native resolution, the scale generation runs at (the
             authors' recipe); frames smaller than ``spatial_size`` are padded with black (images ``-1``, fov and
@@ -193,15 +193,13 @@ def uwf_train_transforms(
         angle = math.radians(rotate_deg)
         n_img = len(image_keys)
         xforms += [
-            RandRotated(
+            RandRotateCropd(
                 keys=all_keys,
-                range_x=angle,
-                prob=1.0,
-                keep_size=True,
+                roi_size=size,
+                rotate_range=angle,
                 mode=["bilinear"] * n_img + ["nearest"] + (["bilinear"] if with_late else []),
                 padding_mode=["border"] * n_img + ["zeros"] * (len(all_keys) - n_img),
             ),
-            RandSpatialCropd(keys=all_keys, roi_size=size, random_size=False),
             RandFlipd(keys=all_keys, prob=flip_prob, spatial_axis=0),
             RandFlipd(keys=all_keys, prob=flip_prob, spatial_axis=1),
         ]

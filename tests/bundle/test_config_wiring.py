@@ -182,3 +182,26 @@ def test_the_residual_is_trained_against_the_base_it_is_recommended_to_be_sample
     users = [parser["train#trainer#prepare_batch#flip_average"], parser["stage_handlers#0#flip_average"],
              parser["validate#inferer#flip_average"]]  # fmt: skip
     assert users == ["@residual_flip_average"] * 3
+
+
+@pytest.mark.parametrize(
+    "files",
+    [["common.json", "train_prior.json"], ["common.json", "train_autoencoder.json"],
+     ["common.json", "train_diffusion.json"], ["common.json", "train_residual.json"]],
+    ids=["prior", "autoencoder", "diffusion", "residual"],
+)  # fmt: skip
+def test_training_steps_take_plain_tensors_validation_keeps_metadata(files):
+    """Every stage's training step drops the MetaTensor bookkeeping (a cost on every network operation); its
+    validation keeps the metadata (file names, applied transforms) for the image grid and the writers."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / name) for name in files])
+    train = parser["train#trainer#prepare_batch"]
+    target = train["_target_"]
+    if target.endswith("KeyedPrepareBatch"):
+        assert train.get("keep_meta") is False, f"{files[-1]}: the training KeyedPrepareBatch keeps MetaTensors"
+    else:  # the stage prepare batches: plain tensors always
+        assert target.rsplit(".", 1)[-1] in {"AutoencoderPrepareBatch", "LatentDiffusionPrepareBatch",
+                                             "ResidualDiffusionPrepareBatch"}, target  # fmt: skip
+    assert parser["validate#prepare_batch"].get("keep_meta", True) is True

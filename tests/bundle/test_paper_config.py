@@ -18,15 +18,13 @@ from monai.bundle import ConfigParser
 from monai.transforms import (
     CenterSpatialCropd,
     RandFlipd,
-    RandRotated,
-    RandSpatialCropd,
     Resized,
     SpatialPadd,
 )
 
 from monai_lpuwf.engines import ScaleFactorHandler
 from monai_lpuwf.networks.presets import PRESETS, RESIDUAL_PRESETS, build_model, build_residual_model
-from monai_lpuwf.transforms import CrossTemporalDifferenced, UnsharpMaskd
+from monai_lpuwf.transforms import CrossTemporalDifferenced, RandRotateCropd, UnsharpMaskd
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
 
@@ -172,10 +170,9 @@ def test_paper_training_pipeline_is_the_authors(tmp_path):
     train = parser.get_parsed_content("train#preprocessing").transforms
     kinds = [type(t) for t in train]
     assert Resized not in kinds and UnsharpMaskd not in kinds
-    crop = next(t for t in train if isinstance(t, RandSpatialCropd))
-    assert tuple(crop.cropper.roi_size) == (512, 512) and not crop.cropper.random_size
-    rotate = next(t for t in train if isinstance(t, RandRotated))
-    assert rotate.rand_rotate.range_x == pytest.approx((-math.radians(5), math.radians(5)))
+    crop = next(t for t in train if isinstance(t, RandRotateCropd))  # the authors' rotation, then a 512 crop
+    assert crop.cropper.roi_size == (512, 512)
+    assert crop.cropper.rotate_range == pytest.approx(math.radians(5))
     flips = [t for t in train if isinstance(t, RandFlipd)]
     assert sorted(f.flipper.spatial_axis for f in flips) == [0, 1] and all(f.prob == 0.5 for f in flips)
     ctrd = next(t for t in train if isinstance(t, CrossTemporalDifferenced)).ctrd

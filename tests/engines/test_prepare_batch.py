@@ -54,3 +54,32 @@ def test_conditioning_gap_handler_adds_metrics(model_factory, batches):
     engine.run([0], max_epochs=1)
     assert set(engine.state.metrics) == {"val_cond_gap_200", "val_cond_gap_600"}
     assert engine.state.metrics["val_cond_gap_200"] == pytest.approx(1.0, abs=1e-6)  # fresh zero-conv ControlNet
+
+
+def _meta_batch(batch):
+    from monai.data import MetaTensor
+
+    return {k: MetaTensor(v, meta={"filename_or_obj": f"{k}.png"}) for k, v in batch.items()}
+
+
+def test_training_steps_get_plain_tensors_generation_keeps_metadata(batches):
+    """A MetaTensor costs its bookkeeping on every network operation: training steps take plain tensors; the
+    evaluators' prepare batch keeps the metadata that the writer and Invertd read."""
+    from monai.data import MetaTensor
+
+    from monai_lpuwf.engines import AutoencoderPrepareBatch, KeyedPrepareBatch, get_batch_item
+
+    batch = _meta_batch(batches[0])
+    latents, target, _, kwargs = _prepare("epsilon", DDPMScheduler(1000))(batch)
+    for value in (latents, target, kwargs["condition"]):
+        assert type(value) is torch.Tensor
+    fa, _, _, extra = AutoencoderPrepareBatch(image_keys="early", condition_key="slo")(batch)
+    assert type(fa) is torch.Tensor and type(extra["cond"]) is torch.Tensor
+    torch.testing.assert_close(fa, batches[0]["early"])  # same values, metadata dropped
+
+    image, label, _, _ = KeyedPrepareBatch("slo", "late")(batch)
+    assert isinstance(image, MetaTensor) and image.meta["filename_or_obj"] == "slo.png"
+    assert isinstance(label, MetaTensor)
+    image, label, _, _ = KeyedPrepareBatch("slo", "late", keep_meta=False)(batch)  # the prior's training step
+    assert type(image) is torch.Tensor and type(label) is torch.Tensor
+    assert isinstance(get_batch_item(batch, "slo", None, keep_meta=True), MetaTensor)
